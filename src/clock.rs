@@ -1,0 +1,155 @@
+//! Time for TTLs and leases: one injectable, monotonic clock.
+//!
+//! Every deadline in the store is a count of nanoseconds on the store's
+//! [`Clock`]. Waiting callers block in real time (a wait deadline is how long
+//! *they* are willing to block), but whether an entry has expired or a lease
+//! has passed is always decided by this clock, so tests drive time with
+//! [`ManualClock`] instead of sleeping.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::sync::{Arc, ClockCell, Ordering};
+
+/// A monotonic source of time for a [`Store`](crate::Store).
+///
+/// `now` returns the time elapsed since an arbitrary, fixed origin. It must
+/// never go backwards; it may jump forward (a suspended machine, a test
+/// advancing time), and the store then treats everything that expired in the
+/// jump as expired.
+///
+/// ```
+/// use std::time::Duration;
+/// use idemstore::Clock;
+///
+/// /// A clock frozen at one instant.
+/// struct Frozen;
+/// impl Clock for Frozen {
+///     fn now(&self) -> Duration {
+///         Duration::from_secs(7)
+///     }
+/// }
+/// let store = idemstore::Store::<u64, u64>::builder().clock(Frozen).build()?;
+/// # Ok::<(), idemstore::ConfigError>(())
+/// ```
+pub trait Clock: Send + Sync + 'static {
+    /// Time elapsed since this clock's origin.
+    fn now(&self) -> Duration;
+}
+
+/// The default clock: the operating system's monotonic clock
+/// ([`Instant`]), measured from the moment the clock was created.
+///
+/// ```
+/// use idemstore::{Clock, SystemClock};
+/// let clock = SystemClock::new();
+/// let a = clock.now();
+/// assert!(clock.now() >= a);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock {
+    origin: Instant,
+}
+
+impl SystemClock {
+    /// A clock whose origin is now.
+    pub fn new() -> Self {
+        SystemClock {
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
+
+/// A clock that moves only when told to: for tests of TTLs and leases.
+///
+/// Clones share one time, so a test keeps a clone and hands another to the
+/// store with [`Builder::clock`](crate::Builder::clock).
+///
+/// ```
+/// use std::time::Duration;
+/// use idemstore::{Claim, ManualClock, Store};
+///
+/// let clock = ManualClock::new();
+/// let store: Store<&str, u32> = Store::builder()
+///     .ttl(Duration::from_secs(10))
+///     .lease(Duration::from_secs(1))
+///     .clock(clock.clone())
+///     .build()?;
+/// if let Ok(Claim::Owner(ticket)) = store.claim("k") {
+///     ticket.complete(1).unwrap();
+/// }
+/// assert_eq!(store.get("k"), Some(1));
+/// clock.advance(Duration::from_secs(10));
+/// assert_eq!(store.get("k"), None); // expired, even before any sweep
+/// # Ok::<(), idemstore::ConfigError>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct ManualClock {
+    nanos: Arc<ClockCell>,
+}
+
+impl ManualClock {
+    /// A clock standing at zero.
+    pub fn new() -> Self {
+        ManualClock {
+            nanos: Arc::new(ClockCell::new(0)),
+        }
+    }
+
+    /// Moves time forward by `by` (saturating at about 584 years).
+    pub fn advance(&self, by: Duration) {
+        let by = duration_to_nanos(by);
+        // Relaxed: the clock orders nothing by itself. A test that advances
+        // time and then hands work to another thread synchronises through
+        // that hand-off (a channel, a join, the store's own locks).
+        let _ = self
+            .nanos
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                Some(now.saturating_add(by))
+            });
+    }
+}
+
+impl fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManualClock")
+            .field("now", &self.now())
+            .finish()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
+    }
+}
+
+/// Nanoseconds in `d`, saturating instead of wrapping.
+pub(crate) fn duration_to_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The store's view of its clock: deadlines as nanoseconds.
+pub(crate) struct StoreClock(Box<dyn Clock>);
+
+impl StoreClock {
+    pub(crate) fn new(clock: Box<dyn Clock>) -> Self {
+        StoreClock(clock)
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        duration_to_nanos(self.0.now())
+    }
+}

@@ -1,0 +1,134 @@
+//! # idemstore
+//!
+//! An embedded, in-process, concurrent idempotency store. When duplicates of
+//! a request arrive together, exactly one runs; the others wait for its
+//! result instead of running again, and later retries get the stored result
+//! until it expires.
+//!
+//! It replaces a `HashMap` plus a timer (racy: two duplicates both miss and
+//! both run; nothing waits; nothing bounds memory) and a round trip to Redis
+//! `SET key NX PX` per request (tens of microseconds, and still no way to wait
+//! for the first result).
+//!
+//! ## Quick start
+//!
+//! ```
+//! use idemstore::{Outcome, Store};
+//!
+//! let store: Store<String, String> = Store::new();
+//! let pay = || -> Result<String, std::io::Error> { Ok("receipt-1".into()) };
+//!
+//! // The first call runs the operation; retries replay its result.
+//! assert_eq!(store.execute("order-42".into(), pay)?, Outcome::Executed("receipt-1".into()));
+//! assert_eq!(store.execute("order-42".into(), pay)?, Outcome::Replayed("receipt-1".into()));
+//! # Ok::<(), idemstore::ExecuteError<std::io::Error>>(())
+//! ```
+//!
+//! For full control, [`Store::claim`] returns a [`Claim`]: an owner's
+//! [`Ticket`], a stored value, or a [`Pending`] handle on an in-flight owner.
+//!
+//! ## Semantics
+//!
+//! A key is absent, **in flight** (claimed; its owner runs the operation under
+//! a lease) or **completed** (its value replayed until its TTL passes).
+//! Expired is derived from the clock, never stored.
+//!
+//! * **One owner.** Claiming is one atomic check-and-insert: exactly one
+//!   concurrent caller becomes the owner. The operation runs outside every
+//!   lock, so a slow key never blocks other keys, readers or the sweeper.
+//! * **Duplicates wait, never re-run.** A duplicate of an in-flight key gets a
+//!   [`Pending`] and blocks or `.await`s the owner's result; one of a
+//!   completed key gets the stored value as [`Claim::Completed`] (or
+//!   [`Outcome::Replayed`]), so it knows it is a replay.
+//! * **Fingerprints.** [`Store::claim_with`] checks the payload's
+//!   [`Fingerprint`] in every state: a reused key with another payload fails
+//!   with [`ClaimError::Mismatch`] and is neither served nor stored.
+//! * **Failure releases.** An owner that returns an error, panics, is dropped
+//!   or cancelled releases the key and wakes every waiter; errors are not
+//!   stored, so a retry runs again.
+//! * **Leases and fencing.** An owner's claim lasts a lease (shorter than
+//!   the TTL; renewable). Once it passes, a new claim takes the key over.
+//!   Every claim gets a fencing [`Ticket::token`] that only grows, and a
+//!   stale owner's `complete` is refused as [`Superseded`], returning its value.
+//! * **Expiry.** Retention counts from completion. Every read checks the
+//!   clock, so an expired entry is invisible at once; a background sweeper
+//!   (holding only a weak reference) reclaims memory in bounded steps and
+//!   releases waiters of owners whose lease passed.
+//! * **Bounded memory.** With [`Builder::max_entries`], a full store refuses
+//!   new claims with [`ClaimError::Full`]; it never evicts a live entry.
+//! * **No locks handed out.** Every method returns owned values (clones);
+//!   wrap large values in `Arc`.
+//!
+//! ## Sync and async
+//!
+//! [`Pending::wait`] and [`Pending::wait_timeout`] park the thread;
+//! `pending.await` (via [`IntoFuture`](std::future::IntoFuture)) waits in any
+//! async runtime: it uses only the task's waker and is cancel-safe.
+//! [`Store::execute`] / [`Store::execute_async`] and [`Store::get_or_wait`] /
+//! [`Store::get_or_wait_async`] are the sync and async forms of the same
+//! operations. Wait deadlines are real time; TTLs and leases follow the
+//! store's [`Clock`].
+//!
+//! ## TTL, leases and time
+//!
+//! ```
+//! use std::time::Duration;
+//! use idemstore::{Claim, ManualClock, Store};
+//!
+//! let clock = ManualClock::new();
+//! let store: Store<u32, &str> = Store::builder()
+//!     .ttl(Duration::from_secs(60))
+//!     .lease(Duration::from_secs(5))
+//!     .clock(clock.clone())
+//!     .build()?;
+//!
+//! let Ok(Claim::Owner(stale)) = store.claim(7) else { unreachable!() };
+//! clock.advance(Duration::from_secs(5)); // the lease passes
+//! let Ok(Claim::Owner(fresh)) = store.claim(7) else { unreachable!() };
+//! assert!(fresh.token() > stale.token());
+//! assert!(stale.complete("late").is_err()); // fenced off
+//! fresh.complete("on time").unwrap();
+//! assert_eq!(store.get(&7), Some("on time"));
+//! # Ok::<(), idemstore::ConfigError>(())
+//! ```
+//!
+//! ## Configuration
+//!
+//! See [`Builder`] for every setting and its default: TTL (24 h), lease
+//! (60 s), `max_entries`, shards, sweep interval, the background sweeper, the
+//! clock and the hasher. `build` validates them and returns a
+//! [`ConfigError`] instead of panicking.
+//!
+//! ## Features
+//!
+//! The crate has no cargo features yet; it depends on `parking_lot`,
+//! `crossbeam-epoch`, `ahash` and `thread_local`.
+//!
+//! ## MSRV
+//!
+//! Rust 1.80.
+
+#![deny(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod builder;
+mod claim;
+mod clock;
+mod error;
+mod fingerprint;
+mod stats;
+mod store;
+#[cfg(not(idemstore_loom))]
+mod sweeper;
+mod sync;
+mod table;
+mod wait;
+
+pub use builder::Builder;
+pub use claim::{Claim, Pending, Ticket};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{ClaimError, ConfigError, ExecuteError, Superseded, WaitError};
+pub use fingerprint::{Fingerprint, FingerprintHasher};
+pub use stats::Stats;
+pub use store::{Outcome, Store};
+pub use wait::WaitFuture;

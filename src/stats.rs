@@ -1,0 +1,87 @@
+//! Counters behind [`Stats`].
+
+use crate::sync::{Counter, Ordering};
+
+/// A snapshot of a store's counters, from [`Store::stats`](crate::Store::stats).
+///
+/// Counters only grow; `entries` and `in_flight` are gauges. The snapshot is
+/// not atomic across fields: under load, fields may be read microseconds apart.
+///
+/// ```
+/// use idemstore::{Claim, Store};
+/// let store: Store<u32, u32> = Store::new();
+/// if let Ok(Claim::Owner(t)) = store.claim(1) {
+///     t.complete(10).unwrap();
+/// }
+/// assert!(matches!(store.claim(1), Ok(Claim::Completed(10))));
+/// let stats = store.stats();
+/// assert_eq!((stats.entries, stats.claims, stats.replays), (1, 1, 1));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Entries held, in flight or completed (expired ones not yet swept too).
+    pub entries: usize,
+    /// Entries in flight.
+    pub in_flight: usize,
+    /// Claims that made the caller the owner.
+    pub claims: u64,
+    /// Claims answered with a stored, completed value.
+    pub replays: u64,
+    /// Claims and lookups that found the key in flight and got a handle to
+    /// wait on.
+    pub waits: u64,
+    /// Claims released without a result (error, panic, drop, cancellation).
+    pub abandons: u64,
+    /// Claims that took a key over from an owner whose lease had passed.
+    pub takeovers: u64,
+    /// Entries removed or replaced because their retention or lease passed.
+    pub expirations: u64,
+    /// Claims refused because the fingerprint differed.
+    pub mismatches: u64,
+    /// Claims refused because the store was full.
+    pub refusals: u64,
+}
+
+/// Which counter an event bumps.
+#[derive(Clone, Copy)]
+pub(crate) enum Event {
+    Claim,
+    Replay,
+    Wait,
+    Abandon,
+    Takeover,
+    Expiration,
+    Mismatch,
+    Refusal,
+}
+
+const EVENTS: usize = 8;
+
+/// One shard's counters, on the shard's own cache lines.
+#[derive(Default)]
+pub(crate) struct Counters([Counter; EVENTS]);
+
+impl Counters {
+    pub(crate) fn bump(&self, event: Event) {
+        self.add(event, 1);
+    }
+
+    pub(crate) fn add(&self, event: Event, n: u64) {
+        // Relaxed: counters are statistics; they order no other memory.
+        self.0[event as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds this shard's counts into `stats`.
+    pub(crate) fn sum_into(&self, stats: &mut Stats) {
+        let get = |e: Event| self.0[e as usize].load(Ordering::Relaxed);
+        stats.claims += get(Event::Claim);
+        stats.replays += get(Event::Replay);
+        stats.waits += get(Event::Wait);
+        stats.abandons += get(Event::Abandon);
+        stats.takeovers += get(Event::Takeover);
+        stats.expirations += get(Event::Expiration);
+        stats.mismatches += get(Event::Mismatch);
+        stats.refusals += get(Event::Refusal);
+    }
+}

@@ -1,0 +1,557 @@
+//! The public [`Store`]: a thin, safe handle over the sharded table.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::hash::{BuildHasher, Hash};
+use std::time::Duration;
+
+use ahash::RandomState;
+
+use crate::builder::{default_shards, Builder, DEFAULT_LEASE, DEFAULT_SWEEP_INTERVAL, DEFAULT_TTL};
+use crate::claim::{Claim, Pending, Ticket};
+use crate::clock::{duration_to_nanos, StoreClock, SystemClock};
+use crate::error::{ClaimError, ExecuteError, WaitError};
+use crate::fingerprint::Fingerprint;
+use crate::stats::{Event, Stats};
+use crate::sync::Arc;
+use crate::table::{Claimed, Joined, Lookup, Table};
+use crate::wait::WaitFuture;
+
+/// Buckets a sweep visits per shard-lock hold (rule 13: bounded steps).
+const SWEEP_BUDGET: usize = 256;
+
+/// Validated settings, in clock nanoseconds.
+pub(crate) struct Config {
+    pub(crate) ttl: u64,
+    pub(crate) lease: u64,
+    pub(crate) shards: usize,
+    pub(crate) max_entries: Option<usize>,
+}
+
+pub(crate) struct Inner<K, V, S> {
+    pub(crate) table: Table<K, V, S>,
+    pub(crate) clock: StoreClock,
+    pub(crate) ttl: u64,
+    pub(crate) lease: u64,
+    #[cfg(not(idemstore_loom))]
+    sweeper: crate::sync::OnceLock<crate::sync::Thread>,
+}
+
+#[cfg(not(idemstore_loom))]
+impl<K, V, S> Drop for Inner<K, V, S> {
+    fn drop(&mut self) {
+        // The sweeper holds only a `Weak`: wake it so it sees the store is
+        // gone and exits now rather than at its next tick.
+        if let Some(thread) = self.sweeper.get() {
+            thread.unpark();
+        }
+    }
+}
+
+/// An in-process idempotency store: a cheap, cloneable handle (`Arc`
+/// inside), `Send + Sync`.
+///
+/// Duplicates of an operation that arrive together run it once: the first
+/// [`claim`](Self::claim) becomes the owner, the others wait for its result
+/// (or replay it once stored) instead of running it again. See the crate
+/// documentation for the full semantics.
+///
+/// ```
+/// use idemstore::{Outcome, Store};
+///
+/// let store: Store<String, u64> = Store::new();
+/// let charge = || Ok::<_, std::io::Error>(4200);
+///
+/// let first = store.execute("payment-7".to_string(), charge)?;
+/// let retry = store.execute("payment-7".to_string(), charge)?;
+/// assert_eq!(first, Outcome::Executed(4200));
+/// assert_eq!(retry, Outcome::Replayed(4200));
+/// # Ok::<(), idemstore::ExecuteError<std::io::Error>>(())
+/// ```
+pub struct Store<K, V, S = RandomState> {
+    pub(crate) inner: Arc<Inner<K, V, S>>,
+}
+
+impl<K, V, S> Clone for Store<K, V, S> {
+    fn clone(&self) -> Self {
+        Store {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K, V, S> fmt::Debug for Store<K, V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("len", &self.inner.table.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How [`Store::execute`] produced its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome<V> {
+    /// This call ran the operation and stored its result.
+    Executed(V),
+    /// Another call ran it; this is its stored result (rule 4).
+    Replayed(V),
+}
+
+impl<V> Outcome<V> {
+    /// The value, however it was produced.
+    pub fn into_inner(self) -> V {
+        match self {
+            Outcome::Executed(v) | Outcome::Replayed(v) => v,
+        }
+    }
+
+    /// Whether the value is a replay of another call's result.
+    pub fn is_replayed(&self) -> bool {
+        matches!(self, Outcome::Replayed(_))
+    }
+}
+
+impl<K, V> Store<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A store with the defaults: completed results kept 24 h, leases of
+    /// 60 s, the background sweeper on. If the sweeper thread cannot be
+    /// spawned the store still works, sweeping only on demand.
+    pub fn new() -> Self {
+        let config = Config {
+            ttl: duration_to_nanos(DEFAULT_TTL),
+            lease: duration_to_nanos(DEFAULT_LEASE),
+            shards: default_shards(),
+            max_entries: None,
+        };
+        let store = Self::from_parts(
+            config,
+            StoreClock::new(Box::new(SystemClock::new())),
+            RandomState::new(),
+        );
+        // Without its thread the store still works; it then sweeps on demand.
+        let _ = store.start_sweeper(DEFAULT_SWEEP_INTERVAL);
+        store
+    }
+
+    /// A [`Builder`] to configure a store.
+    pub fn builder() -> Builder<K, V> {
+        Builder::new()
+    }
+}
+
+impl<K, V> Default for Store<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, V, S> Store<K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    pub(crate) fn from_parts(config: Config, clock: StoreClock, hasher: S) -> Self {
+        Store {
+            inner: Arc::new(Inner {
+                table: Table::new(config.shards, config.max_entries, hasher),
+                clock,
+                ttl: config.ttl,
+                lease: config.lease,
+                #[cfg(not(idemstore_loom))]
+                sweeper: crate::sync::OnceLock::new(),
+            }),
+        }
+    }
+
+    #[cfg(not(idemstore_loom))]
+    pub(crate) fn start_sweeper(&self, interval: Duration) -> std::io::Result<()> {
+        let thread = crate::sweeper::spawn(&self.inner, interval)?;
+        let _ = self.inner.sweeper.set(thread);
+        Ok(())
+    }
+
+    /// Loom models call [`sweep`](Self::sweep) themselves.
+    #[cfg(idemstore_loom)]
+    pub(crate) fn start_sweeper(&self, _interval: Duration) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn now(&self) -> u64 {
+        self.inner.clock.now()
+    }
+
+    /// Claims `key`: the atomic check-and-insert at the heart of the store
+    /// (rule 1). Exactly one concurrent caller gets [`Claim::Owner`]; the
+    /// others get [`Claim::InFlight`] to wait on, or [`Claim::Completed`]
+    /// with the stored value once the owner completed.
+    ///
+    /// Claims without a fingerprint skip the payload check; see
+    /// [`claim_with`](Self::claim_with).
+    ///
+    /// ```
+    /// use idemstore::{Claim, Store};
+    /// let store: Store<u64, &str> = Store::new();
+    /// let Ok(Claim::Owner(ticket)) = store.claim(1) else { unreachable!() };
+    /// assert!(matches!(store.claim(1), Ok(Claim::InFlight(_))));
+    /// ticket.complete("done").unwrap();
+    /// assert!(matches!(store.claim(1), Ok(Claim::Completed("done"))));
+    /// ```
+    pub fn claim(&self, key: K) -> Result<Claim<K, V, S>, ClaimError> {
+        self.claim_inner(key, None)
+    }
+
+    /// Claims `key` for a request whose payload has `fingerprint`. If the
+    /// key is in use (in flight or completed) with a different fingerprint,
+    /// the claim fails with [`ClaimError::Mismatch`] and nothing is returned
+    /// or stored (rule 5).
+    ///
+    /// ```
+    /// use idemstore::{Claim, ClaimError, Fingerprint, Store};
+    /// let store: Store<&str, u32> = Store::new();
+    /// let order = Fingerprint::of_bytes(b"2 apples");
+    /// let _owner = store.claim_with("k", order)?;
+    /// let other = store.claim_with("k", Fingerprint::of_bytes(b"9 pears"));
+    /// assert_eq!(other.err(), Some(ClaimError::Mismatch));
+    /// # Ok::<(), ClaimError>(())
+    /// ```
+    pub fn claim_with(
+        &self,
+        key: K,
+        fingerprint: Fingerprint,
+    ) -> Result<Claim<K, V, S>, ClaimError> {
+        self.claim_inner(key, Some(fingerprint))
+    }
+
+    fn claim_inner(
+        &self,
+        key: K,
+        fingerprint: Option<Fingerprint>,
+    ) -> Result<Claim<K, V, S>, ClaimError> {
+        let table = &self.inner.table;
+        let hash = table.hash(&key);
+        let now = self.now();
+        // A replay needs no lock: a completed value never changes.
+        if let Lookup::Completed(value, stored) = table.lookup(hash, &key, now) {
+            let agree = match (stored, fingerprint) {
+                (Some(stored), Some(given)) => stored == given,
+                _ => true,
+            };
+            let event = if agree {
+                Event::Replay
+            } else {
+                Event::Mismatch
+            };
+            table.counters(hash).bump(event);
+            return if agree {
+                Ok(Claim::Completed(value))
+            } else {
+                Err(ClaimError::Mismatch)
+            };
+        }
+        let lease_deadline = now.saturating_add(self.inner.lease);
+        let claimed = match table.claim(hash, key.clone(), fingerprint, now, lease_deadline) {
+            // Full: make room from expired entries, once, before refusing.
+            Err(ClaimError::Full) if table.sweep(now, SWEEP_BUDGET) > 0 => {
+                table.claim(hash, key.clone(), fingerprint, now, lease_deadline)?
+            }
+            claimed => claimed?,
+        };
+        Ok(match claimed {
+            Claimed::Owner(token) => Claim::Owner(Ticket::new(self.clone(), key, hash, token)),
+            Claimed::Completed(value) => Claim::Completed(value),
+            Claimed::InFlight(flight) => Claim::InFlight(Pending::new(key, flight)),
+        })
+    }
+
+    pub(crate) fn complete_token(
+        &self,
+        hash: u64,
+        key: &K,
+        token: u64,
+        value: V,
+        ttl: Option<u64>,
+    ) -> Result<(), crate::Superseded<V>> {
+        let expires_at = self.now().saturating_add(ttl.unwrap_or(self.inner.ttl));
+        self.inner
+            .table
+            .complete(hash, key, token, value, expires_at)
+    }
+
+    pub(crate) fn renew_token(&self, hash: u64, key: &K, token: u64) -> bool {
+        let deadline = self.now().saturating_add(self.inner.lease);
+        self.inner.table.renew(hash, key, token, deadline)
+    }
+
+    pub(crate) fn abandon_token(&self, hash: u64, key: &K, token: u64) {
+        self.inner.table.abandon(hash, key, token);
+    }
+
+    /// The completed, unexpired value of `key`, read without any lock.
+    /// In-flight, absent and expired keys give `None`.
+    ///
+    /// ```
+    /// use idemstore::{Claim, Store};
+    /// let store: Store<String, u32> = Store::new();
+    /// if let Ok(Claim::Owner(t)) = store.claim("a".to_string()) {
+    ///     t.complete(7).unwrap();
+    /// }
+    /// assert_eq!(store.get("a"), Some(7)); // borrowed lookup: &str for String
+    /// assert_eq!(store.get("b"), None);
+    /// ```
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let table = &self.inner.table;
+        match table.lookup(table.hash(key), key, self.now()) {
+            Lookup::Completed(value, _) => Some(value),
+            Lookup::Absent | Lookup::InFlight => None,
+        }
+    }
+
+    /// The value of `key`, waiting up to `timeout` (real time) if it is in
+    /// flight: `Ok(None)` if absent or expired, `Ok(Some(v))` once completed.
+    /// Errors if the owner abandons, its lease passes, or the time runs out.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use idemstore::Store;
+    /// let store: Store<u64, u64> = Store::new();
+    /// assert_eq!(store.get_or_wait(&1, Duration::from_millis(10)), Ok(None));
+    /// ```
+    pub fn get_or_wait<Q>(&self, key: &Q, timeout: Duration) -> Result<Option<V>, WaitError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.join(key) {
+            Joined::Absent => Ok(None),
+            Joined::Completed(value) => Ok(Some(value)),
+            Joined::InFlight(flight) => flight.wait(Some(timeout)).map(Some),
+        }
+    }
+
+    /// The async twin of [`get_or_wait`](Self::get_or_wait), without a
+    /// deadline: wrap it in your runtime's timeout. Cancel-safe: dropping the
+    /// future affects neither the owner nor other waiters.
+    ///
+    /// ```
+    /// # futures_lite_block_on(async {
+    /// let store: idemstore::Store<u64, u64> = idemstore::Store::new();
+    /// assert_eq!(store.get_or_wait_async(&1).await, Ok(None));
+    /// # });
+    /// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    /// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v } }
+    /// # }
+    /// ```
+    pub fn get_or_wait_async<'a, Q>(
+        &'a self,
+        key: &'a Q,
+    ) -> impl Future<Output = Result<Option<V>, WaitError>> + 'a
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let joined = self.join(key);
+        async move {
+            match joined {
+                Joined::Absent => Ok(None),
+                Joined::Completed(value) => Ok(Some(value)),
+                Joined::InFlight(flight) => WaitFuture::new(flight).await.map(Some),
+            }
+        }
+    }
+
+    fn join<Q>(&self, key: &Q) -> Joined<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let table = &self.inner.table;
+        let hash = table.hash(key);
+        let now = self.now();
+        match table.lookup(hash, key, now) {
+            Lookup::Absent => Joined::Absent,
+            Lookup::Completed(value, _) => Joined::Completed(value),
+            Lookup::InFlight => table.join(hash, key, now),
+        }
+    }
+
+    /// Runs `operation` at most once per key: the owner runs it and stores an
+    /// `Ok` value; duplicates wait for that value or replay it. An `Err` is
+    /// returned to the owner and not stored: the key is released (rule 7),
+    /// and a waiting duplicate claims it and runs its own `operation`. A
+    /// panic in `operation` releases the key the same way and then
+    /// propagates to the caller.
+    ///
+    /// If the owner's lease passed and another claim took the key over before
+    /// the owner finished, the owner still gets `Executed` with its value,
+    /// but the stored result is the new owner's: size the lease to the
+    /// operation, or renew it with [`claim`](Self::claim) and
+    /// [`Ticket::renew`].
+    ///
+    /// ```
+    /// use idemstore::{ExecuteError, Outcome, Store};
+    /// let store: Store<u64, String> = Store::new();
+    ///
+    /// let failed = store.execute(1, || Err::<String, _>("card declined"));
+    /// assert_eq!(failed, Err(ExecuteError::Failed("card declined")));
+    /// // The error was not stored, so the retry runs:
+    /// let ok = store.execute(1, || Ok::<_, &str>("charged".to_string()));
+    /// assert_eq!(ok, Ok(Outcome::Executed("charged".to_string())));
+    /// ```
+    pub fn execute<E, F>(&self, key: K, operation: F) -> Result<Outcome<V>, ExecuteError<E>>
+    where
+        F: FnOnce() -> Result<V, E>,
+    {
+        loop {
+            match self.claim(key.clone())? {
+                Claim::Owner(ticket) => return Self::finish(ticket, operation()),
+                Claim::Completed(value) => return Ok(Outcome::Replayed(value)),
+                Claim::InFlight(pending) => match pending.wait() {
+                    Ok(value) => return Ok(Outcome::Replayed(value)),
+                    Err(e) => Self::retry_after(e)?,
+                },
+            }
+        }
+    }
+
+    /// The async twin of [`execute`](Self::execute): `operation` returns a
+    /// future, and duplicates await the owner's result. Cancel-safe:
+    /// dropping this future while it owns the key abandons the claim (waking
+    /// the duplicates, one of which takes over); dropping it while waiting
+    /// only withdraws the wait.
+    ///
+    /// ```
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    /// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v } }
+    /// # }
+    /// use idemstore::{Outcome, Store};
+    /// let store: Store<u64, u64> = Store::new();
+    /// let out = block_on(store.execute_async(9, || async { Ok::<_, ()>(81) }));
+    /// assert_eq!(out, Ok(Outcome::Executed(81)));
+    /// ```
+    pub async fn execute_async<E, F, Fut>(
+        &self,
+        key: K,
+        operation: F,
+    ) -> Result<Outcome<V>, ExecuteError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        loop {
+            match self.claim(key.clone())? {
+                Claim::Owner(ticket) => return Self::finish(ticket, operation().await),
+                Claim::Completed(value) => return Ok(Outcome::Replayed(value)),
+                Claim::InFlight(pending) => match pending.into_future().await {
+                    Ok(value) => return Ok(Outcome::Replayed(value)),
+                    Err(e) => Self::retry_after(e)?,
+                },
+            }
+        }
+    }
+
+    fn finish<E>(
+        ticket: Ticket<K, V, S>,
+        result: Result<V, E>,
+    ) -> Result<Outcome<V>, ExecuteError<E>> {
+        match result {
+            Ok(value) => {
+                // Superseded: the value stands for this caller but another
+                // owner's result is the stored one (documented above).
+                let _ = ticket.complete(value.clone());
+                Ok(Outcome::Executed(value))
+            }
+            Err(e) => {
+                ticket.abandon();
+                Err(ExecuteError::Failed(e))
+            }
+        }
+    }
+
+    /// Whether a failed wait means "claim again" (the key was released).
+    fn retry_after<E>(e: WaitError) -> Result<(), ExecuteError<E>> {
+        match e {
+            WaitError::Abandoned | WaitError::LeaseExpired => Ok(()),
+            e => Err(ExecuteError::Wait(e)),
+        }
+    }
+
+    /// Removes `key` whatever its state; true if a live entry was there. An
+    /// in-flight owner's later `complete` is refused as
+    /// [`Superseded`](crate::Superseded), and its waiters get
+    /// [`WaitError::Abandoned`].
+    ///
+    /// ```
+    /// let store: idemstore::Store<u8, u8> = idemstore::Store::new();
+    /// let _ = store.execute(1, || Ok::<_, ()>(1));
+    /// assert!(store.remove(&1));
+    /// assert!(!store.remove(&1));
+    /// ```
+    pub fn remove<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.inner.table.remove(key, self.now())
+    }
+
+    /// Entries held, in flight or completed, including expired entries not
+    /// yet swept (they are invisible to reads).
+    pub fn len(&self) -> usize {
+        self.inner.table.len()
+    }
+
+    /// Whether [`len`](Self::len) is zero.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reclaims every expired entry now, in bounded steps (each shard lock is
+    /// held for at most a few hundred buckets), and releases the waiters of
+    /// owners whose lease passed. Returns the entries removed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use idemstore::{ManualClock, Store};
+    /// let clock = ManualClock::new();
+    /// let store: Store<u8, u8> = Store::builder()
+    ///     .clock(clock.clone())
+    ///     .background_sweeper(false)
+    ///     .build()?;
+    /// let _ = store.execute(1, || Ok::<_, ()>(1));
+    /// clock.advance(Duration::from_secs(24 * 3600));
+    /// assert_eq!((store.len(), store.sweep(), store.len()), (1, 1, 0));
+    /// # Ok::<(), idemstore::ConfigError>(())
+    /// ```
+    pub fn sweep(&self) -> usize {
+        self.inner.table.sweep(self.now(), SWEEP_BUDGET)
+    }
+
+    /// A snapshot of the store's counters.
+    pub fn stats(&self) -> Stats {
+        self.inner.table.stats()
+    }
+
+    /// Registered waiters across all flights (for loom models).
+    #[cfg(idemstore_loom)]
+    #[doc(hidden)]
+    pub fn waiters(&self) -> usize {
+        self.inner.table.waiters()
+    }
+}

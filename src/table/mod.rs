@@ -1,0 +1,186 @@
+//! The sharded table: hashing, shard choice, and store-wide counters that
+//! every shard shares (fencing tokens, the entry count and its bound).
+//!
+//! Keys hash once with the store's `BuildHasher`; the top bits choose the
+//! shard and the low bits the bucket, so the two choices are independent.
+
+mod entry;
+mod shard;
+
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash};
+
+use crate::error::{ClaimError, Superseded};
+use crate::fingerprint::Fingerprint;
+use crate::stats::Stats;
+use crate::sync::{AtomicU64, Epoch, Guard};
+use shard::{Capacity, ClaimContext, Shard};
+pub(crate) use shard::{Claimed, Joined, Lookup};
+
+/// Buckets each shard starts with.
+const INITIAL_BUCKETS: usize = 16;
+
+impl<K, V, S> Table<K, V, S> {
+    pub(crate) fn len(&self) -> usize {
+        self.capacity.len()
+    }
+}
+
+/// Gives each shard its own cache lines, so writers on neighbouring shards
+/// do not slow each other down.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+pub(crate) struct Table<K, V, S> {
+    // Declared before `epoch`: shards free their nodes directly on drop,
+    // then the collector runs whatever the epoch still holds.
+    shards: Box<[Padded<Shard<K, V>>]>,
+    hasher: S,
+    tokens: AtomicU64,
+    capacity: Capacity,
+    epoch: Epoch,
+}
+
+impl<K, V, S> Table<K, V, S>
+where
+    K: Hash + Eq + Clone,
+    V: Clone,
+    S: BuildHasher,
+{
+    pub(crate) fn new(shards: usize, max_entries: Option<usize>, hasher: S) -> Self {
+        let initial = max_entries.map_or(INITIAL_BUCKETS, |max| {
+            (max / shards).clamp(1, INITIAL_BUCKETS)
+        });
+        Table {
+            shards: (0..shards).map(|_| Padded(Shard::new(initial))).collect(),
+            hasher,
+            tokens: AtomicU64::new(0),
+            capacity: Capacity::new(max_entries),
+            epoch: Epoch::new(),
+        }
+    }
+
+    pub(crate) fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn shard(&self, hash: u64) -> &Shard<K, V> {
+        // At most 2^16 shards (checked by the builder): the top 16 bits.
+        &self.shards[(hash >> 48) as usize & (self.shards.len() - 1)].0
+    }
+
+    pub(crate) fn pin(&self) -> Guard {
+        self.epoch.pin()
+    }
+
+    /// Lock-free: what `key` holds at `now`.
+    pub(crate) fn lookup<Q>(&self, hash: u64, key: &Q, now: u64) -> Lookup<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        self.shard(hash).lookup(hash, key, now, &self.pin())
+    }
+
+    /// Under the shard lock: what `key` holds, joining its flight.
+    pub(crate) fn join<Q>(&self, hash: u64, key: &Q, now: u64) -> Joined<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        self.shard(hash).join(hash, key, now, &self.pin())
+    }
+
+    pub(crate) fn claim(
+        &self,
+        hash: u64,
+        key: K,
+        fingerprint: Option<Fingerprint>,
+        now: u64,
+        lease_deadline: u64,
+    ) -> Result<Claimed<V>, ClaimError> {
+        let cx = ClaimContext {
+            now,
+            lease_deadline,
+            tokens: &self.tokens,
+            capacity: &self.capacity,
+        };
+        self.shard(hash)
+            .claim(hash, key, fingerprint, &cx, &self.pin())
+    }
+
+    pub(crate) fn complete(
+        &self,
+        hash: u64,
+        key: &K,
+        token: u64,
+        value: V,
+        expires_at: u64,
+    ) -> Result<(), Superseded<V>> {
+        self.shard(hash)
+            .complete(hash, key, token, value, expires_at, &self.pin())
+    }
+
+    pub(crate) fn abandon(&self, hash: u64, key: &K, token: u64) -> bool {
+        self.shard(hash)
+            .abandon(hash, key, token, &self.capacity, &self.pin())
+    }
+
+    pub(crate) fn renew(&self, hash: u64, key: &K, token: u64, deadline: u64) -> bool {
+        self.shard(hash)
+            .renew(hash, key, token, deadline, &self.pin())
+    }
+
+    pub(crate) fn remove<Q>(&self, key: &Q, now: u64) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.hash(key);
+        self.shard(hash)
+            .remove(hash, key, now, &self.capacity, &self.pin())
+    }
+
+    /// One full pass over every shard, holding each shard's lock for at
+    /// most `budget` buckets at a time. Returns the entries removed.
+    pub(crate) fn sweep(&self, now: u64, budget: usize) -> usize {
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut from = Some(0);
+            while let Some(start) = from {
+                let guard = self.pin();
+                let (n, next) = shard
+                    .0
+                    .sweep_range(now, start, budget, &self.capacity, &guard);
+                removed += n;
+                from = next;
+                // Hand retired nodes to the collector now rather than when
+                // this thread's local bag fills up.
+                guard.flush();
+            }
+        }
+        removed
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let mut stats = Stats::default();
+        for shard in self.shards.iter() {
+            let (entries, in_flight) = shard.0.counts();
+            stats.entries += entries;
+            stats.in_flight += in_flight;
+            shard.0.counters.sum_into(&mut stats);
+        }
+        stats
+    }
+
+    /// Registered waiters across all flights (for models).
+    #[cfg(idemstore_loom)]
+    pub(crate) fn waiters(&self) -> usize {
+        self.shards.iter().map(|s| s.0.waiters()).sum()
+    }
+
+    /// The counters of the key's shard, for events seen without the lock.
+    pub(crate) fn counters(&self, hash: u64) -> &crate::stats::Counters {
+        &self.shard(hash).counters
+    }
+}

@@ -1,0 +1,632 @@
+//! One shard: a chained hash table with lock-free readers and locked writers.
+//!
+//! # Protocol
+//!
+//! * `buckets` points to an array of chain heads. Readers pin an epoch, load
+//!   it with `Acquire`, and walk a chain with `Acquire` loads; they take no
+//!   lock and write nothing.
+//! * Every writer (claim, complete, abandon, renew, remove, sweep, resize)
+//!   holds `writer`, the shard's one lock, for the whole change, and never
+//!   runs user code under it (rule 2: the user's operation runs after the
+//!   claim returned).
+//! * Linking publishes a fully built node with a `Release` store into a chain
+//!   link. Unlinking stores the node's successor into its predecessor's link
+//!   and retires the node to the epoch: a reader standing on it still finds
+//!   valid `next` pointers, and it is freed only after every such reader has
+//!   unpinned.
+//! * Growing the table copies every node into a new bucket array (copies
+//!   carry the same token and state), publishes the array with `Release`,
+//!   and retires the old array and nodes. A reader that loaded the old array
+//!   reads the frozen copies: the answer it gets was current at the moment it
+//!   loaded the array, which lies inside its call, so reads stay
+//!   linearizable. Writers always work on the current array under the lock.
+//! * The flight map holds the rendezvous for duplicates of each in-flight
+//!   token that has any; see `wait.rs`. It is changed only under `writer`.
+//!   Flights detached by a change are resolved after the lock is released.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+
+use crate::error::{ClaimError, Superseded, WaitError};
+use crate::fingerprint::Fingerprint;
+use crate::stats::{Counters, Event};
+use crate::sync::{Arc, Atomic, AtomicU64, AtomicUsize, Guard, Mutex, Ordering, Owned, Shared};
+use crate::table::entry::{Node, View};
+use crate::wait::Flight;
+
+/// Chain heads; a power-of-two count.
+struct Buckets<K, V> {
+    slots: Box<[Atomic<Node<K, V>>]>,
+}
+
+impl<K, V> Buckets<K, V> {
+    fn with_len(len: usize) -> Self {
+        Buckets {
+            slots: (0..len).map(|_| Atomic::null()).collect(),
+        }
+    }
+
+    fn head(&self, hash: u64) -> &Atomic<Node<K, V>> {
+        &self.slots[hash as usize & (self.slots.len() - 1)]
+    }
+}
+
+/// State only writers touch, under the shard lock.
+struct Writer<V> {
+    /// Nodes linked in this shard.
+    len: usize,
+    /// Nodes linked in this shard that are in flight.
+    in_flight: usize,
+    /// Flights of in-flight tokens that have duplicates waiting.
+    flights: HashMap<u64, Arc<Flight<V>>>,
+}
+
+/// Store-wide state a claim needs beyond its shard.
+pub(crate) struct ClaimContext<'a> {
+    pub(crate) now: u64,
+    pub(crate) lease_deadline: u64,
+    pub(crate) tokens: &'a AtomicU64,
+    pub(crate) capacity: &'a Capacity,
+}
+
+/// The store-wide entry count and its optional bound.
+pub(crate) struct Capacity {
+    len: AtomicUsize,
+    max: usize,
+}
+
+impl Capacity {
+    pub(crate) fn new(max: Option<usize>) -> Self {
+        Capacity {
+            len: AtomicUsize::new(0),
+            max: max.unwrap_or(usize::MAX),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot for a new entry, or fails if the store is full. The
+    /// check and the increment are one atomic step, so concurrent claims on
+    /// different shards can never overshoot `max`.
+    fn reserve(&self) -> bool {
+        // Relaxed: the count orders no memory; only its value matters.
+        self.len
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: usize) {
+        self.len.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// What a locked claim decided.
+pub(crate) enum Claimed<V> {
+    Owner(u64),
+    Completed(V),
+    InFlight(Arc<Flight<V>>),
+}
+
+/// What a key holds, read without the lock; a completed value is cloned out.
+pub(crate) enum Lookup<V> {
+    Absent,
+    InFlight,
+    Completed(V, Option<Fingerprint>),
+}
+
+/// What a key holds, read under the lock; an in-flight key's flight joined.
+pub(crate) enum Joined<V> {
+    Absent,
+    Completed(V),
+    InFlight(Arc<Flight<V>>),
+}
+
+pub(crate) struct Shard<K, V> {
+    buckets: Atomic<Buckets<K, V>>,
+    writer: Mutex<Writer<V>>,
+    pub(crate) counters: Counters,
+}
+
+/// Whether a claim with `given` may use an entry claimed with `stored`: a
+/// fingerprint is checked only when both sides have one.
+fn fingerprints_agree(stored: Option<Fingerprint>, given: Option<Fingerprint>) -> bool {
+    match (stored, given) {
+        (Some(stored), Some(given)) => stored == given,
+        _ => true,
+    }
+}
+
+/// Detached flights, resolved when this drops: after the shard lock, which
+/// must be released first (declare the `Orphans` before the lock guard).
+struct Orphans<V: Clone>(Vec<(Arc<Flight<V>>, Result<V, WaitError>)>);
+
+impl<V: Clone> Drop for Orphans<V> {
+    fn drop(&mut self) {
+        for (flight, result) in self.0.drain(..) {
+            flight.resolve(result);
+        }
+    }
+}
+
+impl<K, V> Shard<K, V> {
+    pub(crate) fn new(buckets: usize) -> Self {
+        Shard {
+            buckets: Atomic::new(Buckets::with_len(buckets.max(1).next_power_of_two())),
+            writer: Mutex::new(Writer {
+                len: 0,
+                in_flight: 0,
+                flights: HashMap::new(),
+            }),
+            counters: Counters::default(),
+        }
+    }
+}
+
+impl<K, V> Shard<K, V>
+where
+    K: Eq + Clone,
+    V: Clone,
+{
+    /// Lock-free lookup.
+    pub(crate) fn find<'g, Q>(&self, hash: u64, key: &Q, guard: &'g Guard) -> Option<&'g Node<K, V>>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        // Acquire pairs with the Release publishing a grown array in `grow`.
+        let buckets = self.buckets.load(Ordering::Acquire, guard);
+        // SAFETY: `buckets` is never null (set in `new`, replaced only by
+        // non-null arrays) and is retired through the epoch, which `guard`
+        // pins, so it outlives `'g`.
+        let buckets = unsafe { buckets.deref() };
+        // Acquire pairs with the Release stores in `link` and `unlink`.
+        let mut current = buckets.head(hash).load(Ordering::Acquire, guard);
+        // SAFETY: nodes reached from a live array are retired through the
+        // epoch only after being unlinked, so each stays valid for `'g`.
+        while let Some(node) = unsafe { current.as_ref() } {
+            if node.hash == hash && node.key.borrow() == key {
+                return Some(node);
+            }
+            current = node.next.load(Ordering::Acquire, guard);
+        }
+        None
+    }
+
+    /// Lock-free: what `key` holds at `now`.
+    pub(crate) fn lookup<Q>(&self, hash: u64, key: &Q, now: u64, guard: &Guard) -> Lookup<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        match self.find(hash, key, guard) {
+            None => Lookup::Absent,
+            Some(node) => match node.view(now) {
+                View::Expired => Lookup::Absent,
+                View::InFlight => Lookup::InFlight,
+                View::Completed(value) => Lookup::Completed(value.clone(), node.fingerprint),
+            },
+        }
+    }
+
+    /// The flight duplicates of `node`'s claim wait on, made on first use.
+    /// Shard lock only.
+    fn flight_of(&self, writer: &mut Writer<V>, node: &Node<K, V>) -> Arc<Flight<V>> {
+        self.counters.bump(Event::Wait);
+        writer
+            .flights
+            .entry(node.token)
+            .or_insert_with(|| {
+                node.set_has_flight();
+                Arc::new(Flight::new())
+            })
+            .clone()
+    }
+
+    /// Under the lock: what `key` holds, joining its flight if in flight.
+    pub(crate) fn join<Q>(&self, hash: u64, key: &Q, now: u64, guard: &Guard) -> Joined<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let mut writer = self.writer.lock();
+        let (_, Some(shared)) = self.find_link(hash, key, guard) else {
+            return Joined::Absent;
+        };
+        // SAFETY: found under the lock in the current array.
+        let node = unsafe { shared.deref() };
+        match node.view(now) {
+            View::Expired => Joined::Absent,
+            View::Completed(value) => Joined::Completed(value.clone()),
+            View::InFlight => Joined::InFlight(self.flight_of(&mut writer, node)),
+        }
+    }
+
+    /// The link pointing to `key`'s node in the current array, and the node.
+    /// Shard lock only.
+    fn find_link<'g, Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        guard: &'g Guard,
+    ) -> (&'g Atomic<Node<K, V>>, Option<Shared<'g, Node<K, V>>>)
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        // SAFETY: as in `find`; under the lock the array cannot change either.
+        let buckets = unsafe { self.buckets.load(Ordering::Acquire, guard).deref() };
+        let mut link = buckets.head(hash);
+        loop {
+            let current = link.load(Ordering::Acquire, guard);
+            // SAFETY: as in `find`.
+            match unsafe { current.as_ref() } {
+                None => return (link, None),
+                Some(node) if node.hash == hash && node.key.borrow() == key => {
+                    return (link, Some(current))
+                }
+                Some(node) => link = &node.next,
+            }
+        }
+    }
+
+    /// Unlinks `node`, which `link` points to, and retires it. Shard lock only.
+    fn unlink<'g>(
+        &self,
+        writer: &mut Writer<V>,
+        link: &Atomic<Node<K, V>>,
+        node: Shared<'g, Node<K, V>>,
+        orphan: Result<V, WaitError>,
+        orphans: &mut Orphans<V>,
+        guard: &'g Guard,
+    ) {
+        // SAFETY: `node` was loaded from the current array under the lock.
+        let node_ref = unsafe { node.deref() };
+        if !node_ref.is_completed() {
+            writer.in_flight -= 1;
+            if node_ref.has_flight() {
+                if let Some(flight) = writer.flights.remove(&node_ref.token) {
+                    orphans.0.push((flight, orphan));
+                }
+            }
+        }
+        writer.len -= 1;
+        // Release pairs with the Acquire loads in `find`.
+        link.store(
+            node_ref.next.load(Ordering::Acquire, guard),
+            Ordering::Release,
+        );
+        // SAFETY: the node is unreachable from the array for every reader
+        // that pins from now on; the epoch frees it after current ones unpin.
+        unsafe { guard.defer_destroy(node) };
+    }
+
+    /// Links a new in-flight node at the head of its chain. Shard lock only.
+    fn link(&self, writer: &mut Writer<V>, node: Node<K, V>, guard: &Guard) {
+        // SAFETY: as in `find_link`.
+        let buckets = unsafe { self.buckets.load(Ordering::Acquire, guard).deref() };
+        let head = buckets.head(node.hash);
+        let node = Owned::new(node);
+        node.next
+            .store(head.load(Ordering::Acquire, guard), Ordering::Relaxed);
+        // Release pairs with the Acquire loads in `find`: the node is fully
+        // built before it becomes reachable.
+        head.store(node, Ordering::Release);
+        writer.len += 1;
+        writer.in_flight += 1;
+        if writer.len > buckets.slots.len() {
+            self.grow(guard);
+        }
+    }
+
+    /// Doubles the bucket array by copying every node. Shard lock only.
+    fn grow(&self, guard: &Guard) {
+        let old = self.buckets.load(Ordering::Acquire, guard);
+        // SAFETY: as in `find_link`.
+        let old_ref = unsafe { old.deref() };
+        let grown = Buckets::with_len(old_ref.slots.len() * 2);
+        for head in old_ref.slots.iter() {
+            let mut current = head.load(Ordering::Acquire, guard);
+            // SAFETY: as in `find`.
+            while let Some(node) = unsafe { current.as_ref() } {
+                let copy = Owned::new(node.duplicate());
+                let new_head = grown.head(node.hash);
+                copy.next
+                    .store(new_head.load(Ordering::Relaxed, guard), Ordering::Relaxed);
+                new_head.store(copy, Ordering::Relaxed);
+                let next = node.next.load(Ordering::Acquire, guard);
+                // SAFETY: the old array, through which alone this node is
+                // reachable, is replaced below before the guard unpins.
+                unsafe { guard.defer_destroy(current) };
+                current = next;
+            }
+        }
+        // Release pairs with the Acquire in `find`: the copies are built.
+        self.buckets.store(Owned::new(grown), Ordering::Release);
+        // SAFETY: just replaced; readers that still hold it are pinned.
+        unsafe { guard.defer_destroy(old) };
+    }
+
+    /// The atomic check-and-insert behind every claim (rule 1).
+    pub(crate) fn claim(
+        &self,
+        hash: u64,
+        key: K,
+        fingerprint: Option<Fingerprint>,
+        cx: &ClaimContext<'_>,
+        guard: &Guard,
+    ) -> Result<Claimed<V>, ClaimError> {
+        let mut orphans = Orphans(Vec::new());
+        let mut writer = self.writer.lock();
+        let (link, found) = self.find_link(hash, &key, guard);
+        if let Some(shared) = found {
+            // SAFETY: found under the lock in the current array.
+            let node = unsafe { shared.deref() };
+            match node.view(cx.now) {
+                View::Completed(value) => {
+                    return if fingerprints_agree(node.fingerprint, fingerprint) {
+                        self.counters.bump(Event::Replay);
+                        Ok(Claimed::Completed(value.clone()))
+                    } else {
+                        self.counters.bump(Event::Mismatch);
+                        Err(ClaimError::Mismatch)
+                    };
+                }
+                View::InFlight => {
+                    if !fingerprints_agree(node.fingerprint, fingerprint) {
+                        self.counters.bump(Event::Mismatch);
+                        return Err(ClaimError::Mismatch);
+                    }
+                    return Ok(Claimed::InFlight(self.flight_of(&mut writer, node)));
+                }
+                View::Expired => {
+                    let event = if node.is_completed() {
+                        Event::Expiration
+                    } else {
+                        Event::Takeover
+                    };
+                    self.counters.bump(event);
+                    // The entry's slot passes to the new claim: capacity unchanged.
+                    self.unlink(
+                        &mut writer,
+                        link,
+                        shared,
+                        Err(WaitError::LeaseExpired),
+                        &mut orphans,
+                        guard,
+                    );
+                }
+            }
+        } else if !cx.capacity.reserve() {
+            self.counters.bump(Event::Refusal);
+            return Err(ClaimError::Full);
+        }
+        // Relaxed: the RMW alone makes tokens unique and, in modification
+        // order, increasing; claims on one key are further ordered by this
+        // shard's lock, so a later claim on a key always gets a larger token.
+        let token = cx.tokens.fetch_add(1, Ordering::Relaxed) + 1;
+        self.link(
+            &mut writer,
+            Node::in_flight(hash, key, token, fingerprint, cx.lease_deadline),
+            guard,
+        );
+        self.counters.bump(Event::Claim);
+        Ok(Claimed::Owner(token))
+    }
+
+    /// The in-flight node of `token`, under the lock, if still current.
+    fn current<'g>(
+        &self,
+        hash: u64,
+        key: &K,
+        token: u64,
+        guard: &'g Guard,
+    ) -> Option<(&'g Atomic<Node<K, V>>, Shared<'g, Node<K, V>>)> {
+        let (link, found) = self.find_link(hash, key, guard);
+        let shared = found?;
+        // SAFETY: found under the lock in the current array.
+        let node = unsafe { shared.deref() };
+        (node.token == token && !node.is_completed()).then_some((link, shared))
+    }
+
+    /// Stores the owner's value if `token` is still current (rule 10).
+    pub(crate) fn complete(
+        &self,
+        hash: u64,
+        key: &K,
+        token: u64,
+        value: V,
+        expires_at: u64,
+        guard: &Guard,
+    ) -> Result<(), Superseded<V>> {
+        let mut orphans = Orphans(Vec::new());
+        let mut writer = self.writer.lock();
+        let Some((_, shared)) = self.current(hash, key, token, guard) else {
+            return Err(Superseded(value));
+        };
+        // SAFETY: found under the lock in the current array.
+        let node = unsafe { shared.deref() };
+        if node.has_flight() {
+            if let Some(flight) = writer.flights.remove(&token) {
+                orphans.0.push((flight, Ok(value.clone())));
+            }
+        }
+        node.complete(value, expires_at);
+        writer.in_flight -= 1;
+        Ok(())
+    }
+
+    /// Releases the claim of `token` without a value, if still current.
+    pub(crate) fn abandon(
+        &self,
+        hash: u64,
+        key: &K,
+        token: u64,
+        capacity: &Capacity,
+        guard: &Guard,
+    ) -> bool {
+        let mut orphans = Orphans(Vec::new());
+        let mut writer = self.writer.lock();
+        let Some((link, shared)) = self.current(hash, key, token, guard) else {
+            return false;
+        };
+        self.unlink(
+            &mut writer,
+            link,
+            shared,
+            Err(WaitError::Abandoned),
+            &mut orphans,
+            guard,
+        );
+        capacity.release(1);
+        self.counters.bump(Event::Abandon);
+        true
+    }
+
+    /// Moves the lease deadline of `token`, if still current.
+    pub(crate) fn renew(
+        &self,
+        hash: u64,
+        key: &K,
+        token: u64,
+        deadline: u64,
+        guard: &Guard,
+    ) -> bool {
+        let _writer = self.writer.lock();
+        let Some((_, shared)) = self.current(hash, key, token, guard) else {
+            return false;
+        };
+        // SAFETY: found under the lock in the current array.
+        unsafe { shared.deref() }.set_deadline(deadline);
+        true
+    }
+
+    /// Removes `key` whatever its state; true if a live entry was there.
+    pub(crate) fn remove<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        now: u64,
+        capacity: &Capacity,
+        guard: &Guard,
+    ) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let mut orphans = Orphans(Vec::new());
+        let mut writer = self.writer.lock();
+        let (link, Some(shared)) = self.find_link(hash, key, guard) else {
+            return false;
+        };
+        // SAFETY: found under the lock in the current array.
+        let live = !matches!(unsafe { shared.deref() }.view(now), View::Expired);
+        self.unlink(
+            &mut writer,
+            link,
+            shared,
+            Err(WaitError::Abandoned),
+            &mut orphans,
+            guard,
+        );
+        capacity.release(1);
+        live
+    }
+
+    /// Removes expired entries from the buckets `from..from + budget` of the
+    /// current array, under one lock hold. In-flight entries go only once
+    /// their lease has passed; their waiters get [`WaitError::LeaseExpired`]
+    /// (rule 13). Returns the entries removed and where to go on, or `None`
+    /// once past the last bucket.
+    ///
+    /// If the array grows between calls, an entry from an old bucket `i`
+    /// lands in `i` or `i + old_len`, so going on from `from` misses nothing.
+    pub(crate) fn sweep_range(
+        &self,
+        now: u64,
+        from: usize,
+        budget: usize,
+        capacity: &Capacity,
+        guard: &Guard,
+    ) -> (usize, Option<usize>) {
+        let mut orphans = Orphans(Vec::new());
+        let mut writer = self.writer.lock();
+        // SAFETY: as in `find_link`.
+        let buckets = unsafe { self.buckets.load(Ordering::Acquire, guard).deref() };
+        let start = from.min(buckets.slots.len());
+        let end = start.saturating_add(budget.max(1)).min(buckets.slots.len());
+        let mut removed = 0;
+        for head in &buckets.slots[start..end] {
+            let mut link = head;
+            loop {
+                let current = link.load(Ordering::Acquire, guard);
+                // SAFETY: as in `find`.
+                let Some(node) = (unsafe { current.as_ref() }) else {
+                    break;
+                };
+                if matches!(node.view(now), View::Expired) {
+                    self.unlink(
+                        &mut writer,
+                        link,
+                        current,
+                        Err(WaitError::LeaseExpired),
+                        &mut orphans,
+                        guard,
+                    );
+                    removed += 1;
+                } else {
+                    link = &node.next;
+                }
+            }
+        }
+        drop(writer);
+        capacity.release(removed);
+        self.counters.add(Event::Expiration, removed as u64);
+        (removed, (end < buckets.slots.len()).then_some(end))
+    }
+
+    /// This shard's (entries, in flight).
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let writer = self.writer.lock();
+        (writer.len, writer.in_flight)
+    }
+
+    /// Registered waiters across this shard's flights (for models).
+    #[cfg(idemstore_loom)]
+    pub(crate) fn waiters(&self) -> usize {
+        self.writer
+            .lock()
+            .flights
+            .values()
+            .map(|f| f.waiters())
+            .sum()
+    }
+}
+
+impl<K, V> Drop for Shard<K, V> {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self`: no reader or writer can reach this shard, so
+        // nodes and the array can be freed at once, without the epoch.
+        unsafe {
+            let guard = crossbeam_epoch::unprotected();
+            let buckets = self.buckets.load(Ordering::Relaxed, guard);
+            for head in buckets.deref().slots.iter() {
+                let mut current = head.load(Ordering::Relaxed, guard);
+                while !current.is_null() {
+                    let next = current.deref().next.load(Ordering::Relaxed, guard);
+                    drop(current.into_owned());
+                    current = next;
+                }
+            }
+            drop(buckets.into_owned());
+        }
+        // Flights whose owners leaked their ticket: nobody else will end them.
+        let writer = self.writer.lock();
+        for flight in writer.flights.values() {
+            flight.abandon();
+        }
+    }
+}
