@@ -1,0 +1,240 @@
+//! Retention, expiry, sweeping, capacity and time: SEMANTICS rules 11-14
+//! and 18.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{manual_store, wait_until, Counted, LEASE, TTL};
+use idemstore::{Claim, ClaimError, ConfigError, ManualClock, Outcome, Store};
+
+/// Rule 11: retention counts from completion, not from the claim.
+#[test]
+fn retention_counts_from_completion() {
+    let (store, clock) = manual_store::<u8, u8>();
+    let Ok(Claim::Owner(ticket)) = store.claim(1) else {
+        panic!("owner")
+    };
+    clock.advance(LEASE / 2);
+    ticket.complete(1).expect("complete");
+    clock.advance(TTL - Duration::from_nanos(1));
+    assert_eq!(store.get(&1), Some(1), "TTL counted from completion");
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(store.get(&1), None);
+}
+
+/// Rule 11: a per-entry TTL overrides the store default.
+#[test]
+fn per_entry_ttl_overrides_the_default() {
+    let (store, clock) = manual_store::<u8, u8>();
+    let Ok(Claim::Owner(short)) = store.claim(1) else {
+        panic!("owner")
+    };
+    short
+        .complete_with_ttl(1, Duration::from_secs(1))
+        .expect("complete");
+    let Ok(Claim::Owner(long)) = store.claim(2) else {
+        panic!("owner")
+    };
+    long.complete_with_ttl(2, TTL * 3).expect("complete");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(store.get(&1), None);
+    clock.advance(TTL);
+    assert_eq!(store.get(&2), Some(2));
+}
+
+/// Rule 12: an expired entry is invisible before any sweep, and a claim on
+/// it is a first request.
+#[test]
+fn expired_entries_are_invisible_before_any_sweep() {
+    let (store, clock) = manual_store::<u8, u8>();
+    assert_eq!(
+        store.execute(1, || Ok::<_, ()>(1)),
+        Ok(Outcome::Executed(1))
+    );
+    clock.advance(TTL);
+    assert_eq!(store.len(), 1, "not swept yet");
+    assert_eq!(store.get(&1), None);
+    assert_eq!(store.get_or_wait(&1, Duration::ZERO), Ok(None));
+    assert!(!store.remove(&1), "an expired entry counts as absent");
+    assert_eq!(
+        store.execute(1, || Ok::<_, ()>(2)),
+        Ok(Outcome::Executed(2)),
+        "a first request"
+    );
+    assert_eq!(store.get(&1), Some(2));
+}
+
+/// Rule 12: expiry replaced in place by a new claim is counted.
+#[test]
+fn claim_over_expired_entry_counts_an_expiration() {
+    let (store, clock) = manual_store::<u8, u8>();
+    let _ = store.execute(1, || Ok::<_, ()>(1));
+    clock.advance(TTL);
+    assert!(matches!(store.claim(1), Ok(Claim::Owner(_))));
+    assert_eq!(store.stats().expirations, 1);
+}
+
+/// Rule 13: `sweep` reclaims expired entries and never a live one, in flight
+/// or completed.
+#[test]
+fn sweep_reclaims_only_expired_entries() {
+    let (store, clock) = manual_store::<u32, u32>();
+    for key in 0..1000 {
+        let _ = store.execute(key, || Ok::<_, ()>(key));
+    }
+    clock.advance(TTL - LEASE);
+    let Ok(Claim::Owner(in_flight)) = store.claim(5000) else {
+        panic!("owner")
+    };
+    let _ = store.execute(5001, || Ok::<_, ()>(1));
+    clock.advance(LEASE - Duration::from_nanos(1));
+    assert_eq!(store.sweep(), 0, "nothing expired yet");
+    in_flight
+        .renew()
+        .expect("keep the claim's lease live past the sweep");
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(store.sweep(), 1000);
+    assert_eq!(store.len(), 2);
+    assert_eq!(store.get(&5001), Some(1));
+    in_flight
+        .complete(7)
+        .expect("the live claim survived the sweep");
+    let stats = store.stats();
+    assert_eq!(
+        (stats.entries, stats.in_flight, stats.expirations),
+        (2, 0, 1000)
+    );
+}
+
+/// Rule 13: the background sweeper reclaims memory while the store is idle,
+/// and stops when the last handle drops (it holds only a weak reference, so
+/// the values are dropped).
+#[test]
+fn background_sweeper_runs_while_idle_and_stops_with_the_store() {
+    let clock = ManualClock::new();
+    let live = Arc::new(AtomicUsize::new(0));
+    let store: Store<u32, Counted> = Store::builder()
+        .ttl(TTL)
+        .lease(LEASE)
+        .clock(clock.clone())
+        .sweep_interval(Duration::from_millis(1))
+        .build()
+        .expect("config");
+    for key in 0..100 {
+        let _ = store.execute(key, || Ok::<_, ()>(Counted::new(key.into(), &live)));
+    }
+    assert_eq!(live.load(Ordering::SeqCst), 100);
+    clock.advance(TTL);
+    wait_until("the idle store is swept", || store.is_empty());
+    wait_until("swept values are freed", || {
+        live.load(Ordering::SeqCst) == 0
+    });
+
+    let _ = store.execute(1, || Ok::<_, ()>(Counted::new(1, &live)));
+    drop(store);
+    wait_until("the dropped store frees its values", || {
+        live.load(Ordering::SeqCst) == 0
+    });
+}
+
+/// Rule 14: a full store refuses new claims and evicts nothing live.
+#[test]
+fn full_store_refuses_instead_of_evicting() {
+    let clock = ManualClock::new();
+    let store: Store<u8, u8> = Store::builder()
+        .ttl(TTL)
+        .lease(LEASE)
+        .max_entries(2)
+        .clock(clock.clone())
+        .background_sweeper(false)
+        .build()
+        .expect("config");
+    let Ok(Claim::Owner(in_flight)) = store.claim(1) else {
+        panic!("owner")
+    };
+    let _ = store.execute(2, || Ok::<_, ()>(2));
+    assert_eq!(store.claim(3).err(), Some(ClaimError::Full));
+    assert_eq!(
+        store.execute(3, || Ok::<_, ()>(3)).err(),
+        Some(idemstore::ExecuteError::Claim(ClaimError::Full))
+    );
+    assert_eq!(store.stats().refusals, 2);
+    assert_eq!(store.get(&2), Some(2), "nothing evicted");
+    assert!(matches!(store.claim(1), Ok(Claim::InFlight(_))));
+    // Once an entry expires, a claim makes room from it.
+    clock.advance(TTL);
+    in_flight.renew().ok(); // lease passed; the in-flight slot is claimable too
+    assert!(matches!(store.claim(3), Ok(Claim::Owner(_))));
+}
+
+/// Rule 14: releasing a claim frees its slot.
+#[test]
+fn abandoned_and_removed_entries_free_their_slot() {
+    let store: Store<u8, u8> = Store::builder()
+        .max_entries(1)
+        .background_sweeper(false)
+        .build()
+        .expect("config");
+    let Ok(Claim::Owner(t)) = store.claim(1) else {
+        panic!("owner")
+    };
+    drop(t);
+    let _ = store.execute(2, || Ok::<_, ()>(2));
+    assert!(store.remove(&2));
+    assert!(matches!(store.claim(3), Ok(Claim::Owner(_))));
+}
+
+/// Rule 18: a clock that jumps far forward, and extreme durations, neither
+/// overflow nor panic; everything simply expires.
+#[test]
+fn extreme_times_saturate() {
+    let clock = ManualClock::new();
+    let store: Store<u8, u8> = Store::builder()
+        .ttl(Duration::MAX)
+        .lease(Duration::MAX)
+        .clock(clock.clone())
+        .background_sweeper(false)
+        .build()
+        .expect("config");
+    let _ = store.execute(1, || Ok::<_, ()>(1));
+    clock.advance(Duration::from_secs(3600 * 24 * 365 * 100));
+    assert_eq!(store.get(&1), Some(1), "a saturated TTL never passes");
+    let (short, short_clock) = manual_store::<u8, u8>();
+    let _ = short.execute(1, || Ok::<_, ()>(1));
+    short_clock.advance(Duration::MAX);
+    short_clock.advance(Duration::MAX);
+    assert_eq!(short.get(&1), None);
+    assert_eq!(short.sweep(), 1);
+}
+
+/// The builder refuses invalid settings with a clear error.
+#[test]
+fn invalid_settings_are_errors() {
+    let b = || Store::<u8, u8>::builder();
+    assert_eq!(
+        b().ttl(Duration::ZERO).build().err(),
+        Some(ConfigError::ZeroTtl)
+    );
+    assert_eq!(
+        b().lease(Duration::ZERO).build().err(),
+        Some(ConfigError::ZeroLease)
+    );
+    assert_eq!(b().shards(0).build().err(), Some(ConfigError::Shards(0)));
+    assert_eq!(b().shards(6).build().err(), Some(ConfigError::Shards(6)));
+    assert_eq!(
+        b().shards(1 << 17).build().err(),
+        Some(ConfigError::Shards(1 << 17))
+    );
+    assert_eq!(
+        b().max_entries(0).build().err(),
+        Some(ConfigError::ZeroMaxEntries)
+    );
+    assert_eq!(
+        b().sweep_interval(Duration::ZERO).build().err(),
+        Some(ConfigError::ZeroSweepInterval)
+    );
+    assert!(ConfigError::Shards(6).to_string().contains("power of two"));
+}
