@@ -114,7 +114,7 @@ fn main() -> ExitCode {
                     true
                 }
                 Ok(Outcome::Executed(_)) => false,
-                Err(e) => panic!("idemstore refused a request: {e}"),
+                Err(e) => panic!("idemstore refused a request: {e:?}"),
             }
         })
     };
