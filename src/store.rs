@@ -260,7 +260,7 @@ where
         let lease_deadline = now.saturating_add(self.inner.lease);
         let claimed = match table.claim(hash, key.clone(), fingerprint, now, lease_deadline) {
             // Full: make room from expired entries, once, before refusing.
-            Err(ClaimError::Full) if table.sweep(now, SWEEP_BUDGET) > 0 => {
+            Err(ClaimError::Full) if table.sweep_when_full(now, SWEEP_BUDGET) > 0 => {
                 table.claim(hash, key.clone(), fingerprint, now, lease_deadline)?
             }
             claimed => claimed?,

@@ -126,7 +126,9 @@ fn background_sweeper_runs_while_idle_and_stops_with_the_store() {
     for key in 0..100 {
         let _ = store.execute(key, || Ok::<_, ()>(Counted::new(key.into(), &live)));
     }
-    assert_eq!(live.load(Ordering::SeqCst), 100);
+    // Growing a shard copies its nodes and retires the old copies through
+    // the epoch, so more than 100 values may be alive for a while.
+    assert!(live.load(Ordering::SeqCst) >= 100);
     clock.advance(TTL);
     wait_until("the idle store is swept", || store.is_empty());
     wait_until("swept values are freed", || {

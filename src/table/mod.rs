@@ -13,7 +13,7 @@ use std::hash::{BuildHasher, Hash};
 use crate::error::{ClaimError, Superseded};
 use crate::fingerprint::Fingerprint;
 use crate::stats::Stats;
-use crate::sync::{AtomicU64, Epoch, Guard};
+use crate::sync::{AtomicU64, Epoch, Guard, Ordering};
 use shard::{Capacity, ClaimContext, Shard};
 pub(crate) use shard::{Claimed, Joined, Lookup};
 
@@ -38,6 +38,8 @@ pub(crate) struct Table<K, V, S> {
     hasher: S,
     tokens: AtomicU64,
     capacity: Capacity,
+    /// Clock time of the last sweep a full store made to find room.
+    last_full_sweep: AtomicU64,
     epoch: Epoch,
 }
 
@@ -56,6 +58,7 @@ where
             hasher,
             tokens: AtomicU64::new(0),
             capacity: Capacity::new(max_entries),
+            last_full_sweep: AtomicU64::new(0),
             epoch: Epoch::new(),
         }
     }
@@ -160,6 +163,26 @@ where
             }
         }
         removed
+    }
+
+    /// A sweep to make room in a full store, at most once per millisecond of
+    /// clock time: entries only expire as time passes, so a full store that
+    /// keeps refusing claims does not rescan its whole table for each one.
+    pub(crate) fn sweep_when_full(&self, now: u64, budget: usize) -> usize {
+        const MIN_GAP: u64 = 1_000_000;
+        let last = self.last_full_sweep.load(Ordering::Relaxed);
+        let due = last == 0 || now >= last.saturating_add(MIN_GAP);
+        // Relaxed: the stamp only thins out sweeps; it guards no data.
+        let won = due
+            && self
+                .last_full_sweep
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        if won {
+            self.sweep(now, budget)
+        } else {
+            0
+        }
     }
 
     pub(crate) fn stats(&self) -> Stats {
