@@ -131,10 +131,10 @@ fn background_sweeper_runs_while_idle_and_stops_with_the_store() {
     assert!(live.load(Ordering::SeqCst) >= 100);
     clock.advance(TTL);
     wait_until("the idle store is swept", || store.is_empty());
-    wait_until("swept values are freed", || {
-        live.load(Ordering::SeqCst) == 0
-    });
+    assert_eq!(store.stats().expirations, 100);
 
+    // Values retired through the epoch may wait in a thread's local bag
+    // while the store lives; dropping the store frees every one of them.
     let _ = store.execute(1, || Ok::<_, ()>(Counted::new(1, &live)));
     drop(store);
     wait_until("the dropped store frees its values", || {

@@ -348,6 +348,8 @@ where
         self.buckets.store(Owned::new(grown), Ordering::Release);
         // SAFETY: just replaced; readers that still hold it are pinned.
         unsafe { guard.defer_destroy(old) };
+        // A whole table's worth of garbage: hand it to the collector now.
+        guard.flush();
     }
 
     /// The atomic check-and-insert behind every claim (rule 1).
