@@ -178,7 +178,12 @@ where
             shards,
             max_entries: self.max_entries,
         };
-        let clock = StoreClock::new(self.clock.unwrap_or_else(|| Box::new(SystemClock::new())));
+        let clock = match self.clock {
+            Some(clock) => StoreClock::exact(clock),
+            // The sweeper thread keeps a cached system time fresh.
+            None if self.background_sweeper => StoreClock::cached(Box::new(SystemClock::new())),
+            None => StoreClock::exact(Box::new(SystemClock::new())),
+        };
         let store = Store::from_parts(config, clock, self.hasher);
         if self.background_sweeper {
             store

@@ -141,15 +141,51 @@ pub(crate) fn duration_to_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// How often the sweeper thread refreshes a cached clock.
+pub(crate) const CLOCK_TICK: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// The store's view of its clock: deadlines as nanoseconds.
-pub(crate) struct StoreClock(Box<dyn Clock>);
+///
+/// Reading the system clock costs about as much as a whole lookup, so a
+/// store on the default clock with a background sweeper reads a cached time
+/// instead, which the sweeper thread refreshes every [`CLOCK_TICK`]: expiry
+/// is then checked on every read against a monotonic clock of 1 ms
+/// resolution. Any other clock (a `ManualClock`, a user's) is read exactly.
+pub(crate) struct StoreClock {
+    source: Box<dyn Clock>,
+    /// The cached time, when the sweeper ticks it.
+    cached: Option<ClockCell>,
+}
 
 impl StoreClock {
-    pub(crate) fn new(clock: Box<dyn Clock>) -> Self {
-        StoreClock(clock)
+    /// Reads `source` on every call.
+    pub(crate) fn exact(source: Box<dyn Clock>) -> Self {
+        StoreClock { source, cached: None }
+    }
+
+    /// Reads a cached copy of `source` that [`tick`](Self::tick) refreshes.
+    pub(crate) fn cached(source: Box<dyn Clock>) -> Self {
+        let now = duration_to_nanos(source.now());
+        StoreClock { source, cached: Some(ClockCell::new(now)) }
+    }
+
+    pub(crate) fn is_cached(&self) -> bool {
+        self.cached.is_some()
     }
 
     pub(crate) fn now(&self) -> u64 {
-        duration_to_nanos(self.0.now())
+        match &self.cached {
+            // Relaxed: the cached time orders nothing; `fetch_max` keeps it
+            // monotonic, and coherence keeps each reader's view monotonic.
+            Some(cached) => cached.load(Ordering::Relaxed),
+            None => duration_to_nanos(self.source.now()),
+        }
+    }
+
+    /// Refreshes the cached time from the source.
+    pub(crate) fn tick(&self) {
+        if let Some(cached) = &self.cached {
+            cached.fetch_max(duration_to_nanos(self.source.now()), Ordering::Relaxed);
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ahash::RandomState;
 
-use crate::builder::{default_shards, Builder, DEFAULT_LEASE, DEFAULT_SWEEP_INTERVAL, DEFAULT_TTL};
+use crate::builder::{default_shards, Builder, DEFAULT_LEASE, DEFAULT_TTL};
 use crate::claim::{Claim, Pending, Ticket};
 use crate::clock::{duration_to_nanos, StoreClock, SystemClock};
 use crate::error::{ClaimError, ExecuteError, WaitError};
@@ -121,20 +121,17 @@ where
     /// 60 s, the background sweeper on. If the sweeper thread cannot be
     /// spawned the store still works, sweeping only on demand.
     pub fn new() -> Self {
-        let config = Config {
-            ttl: duration_to_nanos(DEFAULT_TTL),
-            lease: duration_to_nanos(DEFAULT_LEASE),
-            shards: default_shards(),
-            max_entries: None,
-        };
-        let store = Self::from_parts(
-            config,
-            StoreClock::new(Box::new(SystemClock::new())),
-            RandomState::new(),
-        );
-        // Without its thread the store still works; it then sweeps on demand.
-        let _ = store.start_sweeper(DEFAULT_SWEEP_INTERVAL);
-        store
+        Self::builder().build().unwrap_or_else(|_| {
+            // Only spawning the sweeper can fail with the defaults.
+            let config = Config {
+                ttl: duration_to_nanos(DEFAULT_TTL),
+                lease: duration_to_nanos(DEFAULT_LEASE),
+                shards: default_shards(),
+                max_entries: None,
+            };
+            let clock = StoreClock::exact(Box::new(SystemClock::new()));
+            Self::from_parts(config, clock, RandomState::new())
+        })
     }
 
     /// A [`Builder`] to configure a store.

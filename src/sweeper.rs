@@ -4,7 +4,9 @@
 
 use std::hash::{BuildHasher, Hash};
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::clock::CLOCK_TICK;
 
 use crate::store::{Inner, Store};
 use crate::sync::{self, Arc, Thread};
@@ -16,17 +18,20 @@ where
     S: BuildHasher + Send + Sync + 'static,
 {
     let weak = Arc::downgrade(inner);
-    let handle = std::thread::Builder::new()
-        .name("idemstore-sweeper".into())
-        .spawn(move || loop {
-            sync::park_timeout(interval);
-            // Hold the store only for the pass, never while parked.
-            match weak.upgrade() {
-                Some(inner) => {
-                    Store { inner }.sweep();
-                }
-                None => return,
+    // Wake often enough to keep a cached clock fresh, sweep every `interval`.
+    let wake = if inner.clock.is_cached() { interval.min(CLOCK_TICK) } else { interval };
+    let handle = std::thread::Builder::new().name("idemstore-sweeper".into()).spawn(move || {
+        let mut last_sweep = Instant::now();
+        loop {
+            sync::park_timeout(wake);
+            // Hold the store only while working, never while parked.
+            let Some(inner) = weak.upgrade() else { return };
+            inner.clock.tick();
+            if last_sweep.elapsed() >= interval {
+                Store { inner }.sweep();
+                last_sweep = Instant::now();
             }
-        })?;
+        }
+    })?;
     Ok(handle.thread().clone())
 }
