@@ -220,6 +220,15 @@ impl Hasher for FingerprintHasher {
     }
 }
 
+/// Whether a claim with `given` may use an entry claimed with `stored`: a
+/// fingerprint is checked only when both sides have one.
+pub(crate) fn fingerprints_agree(stored: Option<Fingerprint>, given: Option<Fingerprint>) -> bool {
+    match (stored, given) {
+        (Some(stored), Some(given)) => stored == given,
+        _ => true,
+    }
+}
+
 fn mix_k1(k1: u64) -> u64 {
     k1.wrapping_mul(C1).rotate_left(31).wrapping_mul(C2)
 }

@@ -12,7 +12,7 @@ use crate::builder::{default_shards, Builder, DEFAULT_LEASE, DEFAULT_TTL};
 use crate::claim::{Claim, Pending, Ticket};
 use crate::clock::{duration_to_nanos, StoreClock, SystemClock};
 use crate::error::{ClaimError, ExecuteError, WaitError};
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{fingerprints_agree, Fingerprint};
 use crate::stats::{Event, Stats};
 use crate::sync::Arc;
 use crate::table::{Claimed, Joined, Lookup, Table};
@@ -238,10 +238,7 @@ where
         let now = self.now();
         // A replay needs no lock: a completed value never changes.
         if let Lookup::Completed(value, stored) = table.lookup(hash, &key, now) {
-            let agree = match (stored, fingerprint) {
-                (Some(stored), Some(given)) => stored == given,
-                _ => true,
-            };
+            let agree = fingerprints_agree(stored, fingerprint);
             let event = if agree {
                 Event::Replay
             } else {

@@ -28,7 +28,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 
 use crate::error::{ClaimError, Superseded, WaitError};
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{fingerprints_agree, Fingerprint};
 use crate::stats::{Counters, Event};
 use crate::sync::{Arc, Atomic, AtomicU64, AtomicUsize, Guard, Mutex, Ordering, Owned, Shared};
 use crate::table::entry::{Node, View};
@@ -129,15 +129,6 @@ pub(crate) struct Shard<K, V> {
     buckets: Atomic<Buckets<K, V>>,
     writer: Mutex<Writer<V>>,
     pub(crate) counters: Counters,
-}
-
-/// Whether a claim with `given` may use an entry claimed with `stored`: a
-/// fingerprint is checked only when both sides have one.
-fn fingerprints_agree(stored: Option<Fingerprint>, given: Option<Fingerprint>) -> bool {
-    match (stored, given) {
-        (Some(stored), Some(given)) => stored == given,
-        _ => true,
-    }
 }
 
 /// Detached flights, resolved when this drops: after the shard lock, which
