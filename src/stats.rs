@@ -58,30 +58,56 @@ pub(crate) enum Event {
 
 const EVENTS: usize = 8;
 
-/// One shard's counters, on the shard's own cache lines.
+/// The store's counters, striped per thread: each thread bumps its own
+/// slots, so replays on many threads never contend on a shared cache line.
+/// [`sum_into`](Self::sum_into) adds every thread's slots up.
 #[derive(Default)]
-pub(crate) struct Counters([Counter; EVENTS]);
+pub(crate) struct Counters {
+    #[cfg(not(idemstore_loom))]
+    per_thread: thread_local::ThreadLocal<Slots>,
+    // Under loom all modelled threads share one OS thread, hence one slot.
+    #[cfg(idemstore_loom)]
+    shared: Slots,
+}
+
+#[derive(Default)]
+struct Slots([Counter; EVENTS]);
 
 impl Counters {
     pub(crate) fn bump(&self, event: Event) {
         self.add(event, 1);
     }
 
+    #[cfg(not(idemstore_loom))]
     pub(crate) fn add(&self, event: Event, n: u64) {
-        // Relaxed: counters are statistics; they order no other memory.
-        self.0[event as usize].fetch_add(n, Ordering::Relaxed);
+        let slot = &self.per_thread.get_or_default().0[event as usize];
+        // A load and a store, not a read-modify-write: `ThreadLocal` gives
+        // this slot to one thread at a time, so no increment is lost.
+        // Relaxed: counters order no other memory.
+        slot.store(slot.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
 
-    /// Adds this shard's counts into `stats`.
+    #[cfg(idemstore_loom)]
+    pub(crate) fn add(&self, event: Event, n: u64) {
+        self.shared.0[event as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds every thread's counts into `stats`.
     pub(crate) fn sum_into(&self, stats: &mut Stats) {
-        let get = |e: Event| self.0[e as usize].load(Ordering::Relaxed);
-        stats.claims += get(Event::Claim);
-        stats.replays += get(Event::Replay);
-        stats.waits += get(Event::Wait);
-        stats.abandons += get(Event::Abandon);
-        stats.takeovers += get(Event::Takeover);
-        stats.expirations += get(Event::Expiration);
-        stats.mismatches += get(Event::Mismatch);
-        stats.refusals += get(Event::Refusal);
+        #[cfg(not(idemstore_loom))]
+        let slots = self.per_thread.iter();
+        #[cfg(idemstore_loom)]
+        let slots = std::iter::once(&self.shared);
+        for slots in slots {
+            let get = |e: Event| slots.0[e as usize].load(Ordering::Relaxed);
+            stats.claims += get(Event::Claim);
+            stats.replays += get(Event::Replay);
+            stats.waits += get(Event::Wait);
+            stats.abandons += get(Event::Abandon);
+            stats.takeovers += get(Event::Takeover);
+            stats.expirations += get(Event::Expiration);
+            stats.mismatches += get(Event::Mismatch);
+            stats.refusals += get(Event::Refusal);
+        }
     }
 }

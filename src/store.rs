@@ -244,7 +244,7 @@ where
             } else {
                 Event::Mismatch
             };
-            table.counters(hash).bump(event);
+            table.counters().bump(event);
             return if agree {
                 Ok(Claim::Completed(value))
             } else {

@@ -12,9 +12,9 @@ use std::hash::{BuildHasher, Hash};
 
 use crate::error::{ClaimError, Superseded};
 use crate::fingerprint::Fingerprint;
-use crate::stats::Stats;
+use crate::stats::{Counters, Stats};
 use crate::sync::{AtomicU64, Epoch, Guard, Ordering};
-use shard::{Capacity, ClaimContext, Shard};
+use shard::{Capacity, Common, Shard};
 pub(crate) use shard::{Claimed, Joined, Lookup};
 
 /// Buckets each shard starts with.
@@ -22,7 +22,7 @@ const INITIAL_BUCKETS: usize = 16;
 
 impl<K, V, S> Table<K, V, S> {
     pub(crate) fn len(&self) -> usize {
-        self.capacity.len()
+        self.shards.iter().map(|shard| shard.0.len()).sum()
     }
 }
 
@@ -36,8 +36,7 @@ pub(crate) struct Table<K, V, S> {
     // then the collector runs whatever the epoch still holds.
     shards: Box<[Padded<Shard<K, V>>]>,
     hasher: S,
-    tokens: AtomicU64,
-    capacity: Capacity,
+    common: Common,
     /// Clock time of the last sweep a full store made to find room.
     last_full_sweep: AtomicU64,
     epoch: Epoch,
@@ -56,8 +55,11 @@ where
         Table {
             shards: (0..shards).map(|_| Padded(Shard::new(initial))).collect(),
             hasher,
-            tokens: AtomicU64::new(0),
-            capacity: Capacity::new(max_entries),
+            common: Common {
+                tokens: AtomicU64::new(0),
+                capacity: Capacity::new(max_entries),
+                counters: Counters::default(),
+            },
             last_full_sweep: AtomicU64::new(0),
             epoch: Epoch::new(),
         }
@@ -91,7 +93,8 @@ where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.shard(hash).join(hash, key, now, &self.pin())
+        self.shard(hash)
+            .join(hash, key, now, &self.common, &self.pin())
     }
 
     pub(crate) fn claim(
@@ -102,14 +105,15 @@ where
         now: u64,
         lease_deadline: u64,
     ) -> Result<Claimed<V>, ClaimError> {
-        let cx = ClaimContext {
+        self.shard(hash).claim(
+            hash,
+            key,
+            fingerprint,
             now,
             lease_deadline,
-            tokens: &self.tokens,
-            capacity: &self.capacity,
-        };
-        self.shard(hash)
-            .claim(hash, key, fingerprint, &cx, &self.pin())
+            &self.common,
+            &self.pin(),
+        )
     }
 
     pub(crate) fn complete(
@@ -126,7 +130,7 @@ where
 
     pub(crate) fn abandon(&self, hash: u64, key: &K, token: u64) -> bool {
         self.shard(hash)
-            .abandon(hash, key, token, &self.capacity, &self.pin())
+            .abandon(hash, key, token, &self.common, &self.pin())
     }
 
     pub(crate) fn renew(&self, hash: u64, key: &K, token: u64, deadline: u64) -> bool {
@@ -141,7 +145,7 @@ where
     {
         let hash = self.hash(key);
         self.shard(hash)
-            .remove(hash, key, now, &self.capacity, &self.pin())
+            .remove(hash, key, now, &self.common, &self.pin())
     }
 
     /// One full pass over every shard, holding each shard's lock for at
@@ -154,7 +158,7 @@ where
                 let guard = self.pin();
                 let (n, next) = shard
                     .0
-                    .sweep_range(now, start, budget, &self.capacity, &guard);
+                    .sweep_range(now, start, budget, &self.common, &guard);
                 removed += n;
                 from = next;
                 // Hand retired nodes to the collector now rather than when
@@ -188,11 +192,10 @@ where
     pub(crate) fn stats(&self) -> Stats {
         let mut stats = Stats::default();
         for shard in self.shards.iter() {
-            let (entries, in_flight) = shard.0.counts();
-            stats.entries += entries;
-            stats.in_flight += in_flight;
-            shard.0.counters.sum_into(&mut stats);
+            stats.entries += shard.0.len();
+            stats.in_flight += shard.0.in_flight();
         }
+        self.common.counters.sum_into(&mut stats);
         stats
     }
 
@@ -202,8 +205,8 @@ where
         self.shards.iter().map(|s| s.0.waiters()).sum()
     }
 
-    /// The counters of the key's shard, for events seen without the lock.
-    pub(crate) fn counters(&self, hash: u64) -> &crate::stats::Counters {
-        &self.shard(hash).counters
+    /// The store's counters, for events seen without a lock.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.common.counters
     }
 }

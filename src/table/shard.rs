@@ -53,54 +53,52 @@ impl<K, V> Buckets<K, V> {
 
 /// State only writers touch, under the shard lock.
 struct Writer<V> {
-    /// Nodes linked in this shard.
-    len: usize,
     /// Nodes linked in this shard that are in flight.
     in_flight: usize,
     /// Flights of in-flight tokens that have duplicates waiting.
     flights: HashMap<u64, Arc<Flight<V>>>,
 }
 
-/// Store-wide state a claim needs beyond its shard.
-pub(crate) struct ClaimContext<'a> {
-    pub(crate) now: u64,
-    pub(crate) lease_deadline: u64,
-    pub(crate) tokens: &'a AtomicU64,
-    pub(crate) capacity: &'a Capacity,
+/// Store-wide state every shard shares.
+pub(crate) struct Common {
+    /// The last fencing token handed out.
+    pub(crate) tokens: AtomicU64,
+    pub(crate) capacity: Capacity,
+    pub(crate) counters: Counters,
 }
 
-/// The store-wide entry count and its optional bound.
+/// The optional bound on entries. Only a bounded store keeps a store-wide
+/// count: an unbounded one would pay a contended atomic per claim for nothing
+/// (`len` sums the shards' own counts instead).
 pub(crate) struct Capacity {
-    len: AtomicUsize,
-    max: usize,
+    bounded: Option<(AtomicUsize, usize)>,
 }
 
 impl Capacity {
     pub(crate) fn new(max: Option<usize>) -> Self {
         Capacity {
-            len: AtomicUsize::new(0),
-            max: max.unwrap_or(usize::MAX),
+            bounded: max.map(|max| (AtomicUsize::new(0), max)),
         }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
     }
 
     /// Takes a slot for a new entry, or fails if the store is full. The
     /// check and the increment are one atomic step, so concurrent claims on
-    /// different shards can never overshoot `max`.
+    /// different shards can never overshoot the bound.
     fn reserve(&self) -> bool {
+        let Some((len, max)) = &self.bounded else {
+            return true;
+        };
         // Relaxed: the count orders no memory; only its value matters.
-        self.len
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < self.max).then_some(n + 1)
-            })
-            .is_ok()
+        len.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < *max).then_some(n + 1)
+        })
+        .is_ok()
     }
 
     fn release(&self, n: usize) {
-        self.len.fetch_sub(n, Ordering::Relaxed);
+        if let Some((len, _)) = &self.bounded {
+            len.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -128,7 +126,8 @@ pub(crate) enum Joined<V> {
 pub(crate) struct Shard<K, V> {
     buckets: Atomic<Buckets<K, V>>,
     writer: Mutex<Writer<V>>,
-    pub(crate) counters: Counters,
+    /// Nodes linked in this shard: written under `writer`, read without it.
+    len: AtomicUsize,
 }
 
 /// Detached flights, resolved when this drops: after the shard lock, which
@@ -148,12 +147,16 @@ impl<K, V> Shard<K, V> {
         Shard {
             buckets: Atomic::new(Buckets::with_len(buckets.max(1).next_power_of_two())),
             writer: Mutex::new(Writer {
-                len: 0,
                 in_flight: 0,
                 flights: HashMap::new(),
             }),
-            counters: Counters::default(),
+            len: AtomicUsize::new(0),
         }
+    }
+
+    /// Entries in this shard, without the lock.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
     }
 }
 
@@ -187,6 +190,14 @@ where
         None
     }
 
+    /// Adjusts the entry count; returns the new count. Shard lock only.
+    fn add_len(&self, delta: isize) -> usize {
+        // Relaxed load and store: only lock holders write the count.
+        let len = self.len.load(Ordering::Relaxed).wrapping_add_signed(delta);
+        self.len.store(len, Ordering::Relaxed);
+        len
+    }
+
     /// Lock-free: what `key` holds at `now`.
     pub(crate) fn lookup<Q>(&self, hash: u64, key: &Q, now: u64, guard: &Guard) -> Lookup<V>
     where
@@ -205,8 +216,13 @@ where
 
     /// The flight duplicates of `node`'s claim wait on, made on first use.
     /// Shard lock only.
-    fn flight_of(&self, writer: &mut Writer<V>, node: &Node<K, V>) -> Arc<Flight<V>> {
-        self.counters.bump(Event::Wait);
+    fn flight_of(
+        &self,
+        writer: &mut Writer<V>,
+        node: &Node<K, V>,
+        counters: &Counters,
+    ) -> Arc<Flight<V>> {
+        counters.bump(Event::Wait);
         writer
             .flights
             .entry(node.token)
@@ -218,7 +234,14 @@ where
     }
 
     /// Under the lock: what `key` holds, joining its flight if in flight.
-    pub(crate) fn join<Q>(&self, hash: u64, key: &Q, now: u64, guard: &Guard) -> Joined<V>
+    pub(crate) fn join<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        now: u64,
+        common: &Common,
+        guard: &Guard,
+    ) -> Joined<V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
@@ -232,7 +255,7 @@ where
         match node.view(now) {
             View::Expired => Joined::Absent,
             View::Completed(value) => Joined::Completed(value.clone()),
-            View::InFlight => Joined::InFlight(self.flight_of(&mut writer, node)),
+            View::InFlight => Joined::InFlight(self.flight_of(&mut writer, node, &common.counters)),
         }
     }
 
@@ -284,7 +307,7 @@ where
                 }
             }
         }
-        writer.len -= 1;
+        self.add_len(-1);
         // Release pairs with the Acquire loads in `find`.
         link.store(
             node_ref.next.load(Ordering::Acquire, guard),
@@ -306,9 +329,8 @@ where
         // Release pairs with the Acquire loads in `find`: the node is fully
         // built before it becomes reachable.
         head.store(node, Ordering::Release);
-        writer.len += 1;
         writer.in_flight += 1;
-        if writer.len > buckets.slots.len() {
+        if self.add_len(1) > buckets.slots.len() {
             self.grow(guard);
         }
     }
@@ -349,31 +371,38 @@ where
         hash: u64,
         key: K,
         fingerprint: Option<Fingerprint>,
-        cx: &ClaimContext<'_>,
+        now: u64,
+        lease_deadline: u64,
+        common: &Common,
         guard: &Guard,
     ) -> Result<Claimed<V>, ClaimError> {
+        let counters = &common.counters;
         let mut orphans = Orphans(Vec::new());
         let mut writer = self.writer.lock();
         let (link, found) = self.find_link(hash, &key, guard);
         if let Some(shared) = found {
             // SAFETY: found under the lock in the current array.
             let node = unsafe { shared.deref() };
-            match node.view(cx.now) {
+            match node.view(now) {
                 View::Completed(value) => {
                     return if fingerprints_agree(node.fingerprint, fingerprint) {
-                        self.counters.bump(Event::Replay);
+                        counters.bump(Event::Replay);
                         Ok(Claimed::Completed(value.clone()))
                     } else {
-                        self.counters.bump(Event::Mismatch);
+                        counters.bump(Event::Mismatch);
                         Err(ClaimError::Mismatch)
                     };
                 }
                 View::InFlight => {
                     if !fingerprints_agree(node.fingerprint, fingerprint) {
-                        self.counters.bump(Event::Mismatch);
+                        counters.bump(Event::Mismatch);
                         return Err(ClaimError::Mismatch);
                     }
-                    return Ok(Claimed::InFlight(self.flight_of(&mut writer, node)));
+                    return Ok(Claimed::InFlight(self.flight_of(
+                        &mut writer,
+                        node,
+                        counters,
+                    )));
                 }
                 View::Expired => {
                     let event = if node.is_completed() {
@@ -381,7 +410,7 @@ where
                     } else {
                         Event::Takeover
                     };
-                    self.counters.bump(event);
+                    counters.bump(event);
                     // The entry's slot passes to the new claim: capacity unchanged.
                     self.unlink(
                         &mut writer,
@@ -393,20 +422,20 @@ where
                     );
                 }
             }
-        } else if !cx.capacity.reserve() {
-            self.counters.bump(Event::Refusal);
+        } else if !common.capacity.reserve() {
+            counters.bump(Event::Refusal);
             return Err(ClaimError::Full);
         }
         // Relaxed: the RMW alone makes tokens unique and, in modification
         // order, increasing; claims on one key are further ordered by this
         // shard's lock, so a later claim on a key always gets a larger token.
-        let token = cx.tokens.fetch_add(1, Ordering::Relaxed) + 1;
+        let token = common.tokens.fetch_add(1, Ordering::Relaxed) + 1;
         self.link(
             &mut writer,
-            Node::in_flight(hash, key, token, fingerprint, cx.lease_deadline),
+            Node::in_flight(hash, key, token, fingerprint, lease_deadline),
             guard,
         );
-        self.counters.bump(Event::Claim);
+        counters.bump(Event::Claim);
         Ok(Claimed::Owner(token))
     }
 
@@ -458,7 +487,7 @@ where
         hash: u64,
         key: &K,
         token: u64,
-        capacity: &Capacity,
+        common: &Common,
         guard: &Guard,
     ) -> bool {
         let mut orphans = Orphans(Vec::new());
@@ -474,8 +503,8 @@ where
             &mut orphans,
             guard,
         );
-        capacity.release(1);
-        self.counters.bump(Event::Abandon);
+        common.capacity.release(1);
+        common.counters.bump(Event::Abandon);
         true
     }
 
@@ -503,7 +532,7 @@ where
         hash: u64,
         key: &Q,
         now: u64,
-        capacity: &Capacity,
+        common: &Common,
         guard: &Guard,
     ) -> bool
     where
@@ -525,7 +554,7 @@ where
             &mut orphans,
             guard,
         );
-        capacity.release(1);
+        common.capacity.release(1);
         live
     }
 
@@ -542,7 +571,7 @@ where
         now: u64,
         from: usize,
         budget: usize,
-        capacity: &Capacity,
+        common: &Common,
         guard: &Guard,
     ) -> (usize, Option<usize>) {
         let mut orphans = Orphans(Vec::new());
@@ -576,15 +605,14 @@ where
             }
         }
         drop(writer);
-        capacity.release(removed);
-        self.counters.add(Event::Expiration, removed as u64);
+        common.capacity.release(removed);
+        common.counters.add(Event::Expiration, removed as u64);
         (removed, (end < buckets.slots.len()).then_some(end))
     }
 
-    /// This shard's (entries, in flight).
-    pub(crate) fn counts(&self) -> (usize, usize) {
-        let writer = self.writer.lock();
-        (writer.len, writer.in_flight)
+    /// Entries in flight in this shard.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.writer.lock().in_flight
     }
 
     /// Registered waiters across this shard's flights (for models).
