@@ -142,6 +142,7 @@ pub(crate) fn duration_to_nanos(d: Duration) -> u64 {
 }
 
 /// How often the sweeper thread refreshes a cached clock.
+#[cfg(not(idemstore_loom))]
 pub(crate) const CLOCK_TICK: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The store's view of its clock: deadlines as nanoseconds.
@@ -160,15 +161,22 @@ pub(crate) struct StoreClock {
 impl StoreClock {
     /// Reads `source` on every call.
     pub(crate) fn exact(source: Box<dyn Clock>) -> Self {
-        StoreClock { source, cached: None }
+        StoreClock {
+            source,
+            cached: None,
+        }
     }
 
     /// Reads a cached copy of `source` that [`tick`](Self::tick) refreshes.
     pub(crate) fn cached(source: Box<dyn Clock>) -> Self {
         let now = duration_to_nanos(source.now());
-        StoreClock { source, cached: Some(ClockCell::new(now)) }
+        StoreClock {
+            source,
+            cached: Some(ClockCell::new(now)),
+        }
     }
 
+    #[cfg(not(idemstore_loom))] // Only the sweeper thread asks.
     pub(crate) fn is_cached(&self) -> bool {
         self.cached.is_some()
     }
@@ -183,6 +191,7 @@ impl StoreClock {
     }
 
     /// Refreshes the cached time from the source.
+    #[cfg(not(idemstore_loom))] // Only the sweeper thread ticks.
     pub(crate) fn tick(&self) {
         if let Some(cached) = &self.cached {
             cached.fetch_max(duration_to_nanos(self.source.now()), Ordering::Relaxed);
