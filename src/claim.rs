@@ -27,6 +27,9 @@ pub enum Claim<K, V, S = RandomState> {
     InFlight(Pending<K, V>),
 }
 
+/// Releases a claim: `(store, hash, key, token)`.
+type Release<K, V, S> = fn(&Store<K, V, S>, u64, &K, u64);
+
 /// The owner's claim on a key: an RAII guard.
 ///
 /// Complete it with the operation's result, or let it go: dropping it, or
@@ -50,7 +53,7 @@ pub struct Ticket<K, V, S = RandomState> {
     token: u64,
     /// Releases the claim; set while the ticket is still live. A function
     /// pointer made where the store's bounds hold, so `Drop` needs none.
-    release: Option<fn(&Store<K, V, S>, u64, &K, u64)>,
+    release: Option<Release<K, V, S>>,
 }
 
 impl<K, V, S> Ticket<K, V, S>

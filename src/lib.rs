@@ -101,12 +101,18 @@
 //!
 //! ## Features
 //!
-//! The crate has no cargo features yet; it depends on `parking_lot`,
+//! Without features the crate depends only on `parking_lot`,
 //! `crossbeam-epoch`, `ahash` and `thread_local`.
+//!
+//! | feature | adds |
+//! | --- | --- |
+//! | `tower` | `idemstore::http`: the `Idempotency-Key` middleware for tower and axum services |
+//! | `metrics` | `idemstore::metrics`: [`Stats`] (and the HTTP layer's outcomes) through the `metrics` facade |
+//! | `tracing` | spans and events from the HTTP layer, target `idemstore::http` |
 //!
 //! ## MSRV
 //!
-//! Rust 1.80.
+//! Rust 1.85.
 
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -116,6 +122,10 @@ mod claim;
 mod clock;
 mod error;
 mod fingerprint;
+#[cfg(feature = "tower")]
+pub mod http;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod stats;
 mod store;
 #[cfg(not(idemstore_loom))]

@@ -56,6 +56,23 @@ pub(crate) enum Event {
     Refusal,
 }
 
+impl Event {
+    /// The event's name in metrics and traces.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Event::Claim => "claim",
+            Event::Replay => "replay",
+            Event::Wait => "wait",
+            Event::Abandon => "abandon",
+            Event::Takeover => "takeover",
+            Event::Expiration => "expiration",
+            Event::Mismatch => "mismatch",
+            Event::Refusal => "refusal",
+        }
+    }
+}
+
 const EVENTS: usize = 8;
 
 /// The store's counters, striped per thread: each thread bumps its own
@@ -78,8 +95,16 @@ impl Counters {
         self.add(event, 1);
     }
 
-    #[cfg(not(idemstore_loom))]
+    /// Counts `n` occurrences of `event`, and traces them with the
+    /// `tracing` feature (target `idemstore::store`, level TRACE).
     pub(crate) fn add(&self, event: Event, n: u64) {
+        self.count(event, n);
+        #[cfg(feature = "tracing")]
+        tracing::trace!(target: "idemstore::store", event = event.name(), count = n);
+    }
+
+    #[cfg(not(idemstore_loom))]
+    fn count(&self, event: Event, n: u64) {
         let slot = &self.per_thread.get_or_default().0[event as usize];
         // A load and a store, not a read-modify-write: `ThreadLocal` gives
         // this slot to one thread at a time, so no increment is lost.
@@ -88,7 +113,7 @@ impl Counters {
     }
 
     #[cfg(idemstore_loom)]
-    pub(crate) fn add(&self, event: Event, n: u64) {
+    fn count(&self, event: Event, n: u64) {
         self.shared.0[event as usize].fetch_add(n, Ordering::Relaxed);
     }
 

@@ -19,19 +19,25 @@ where
 {
     let weak = Arc::downgrade(inner);
     // Wake often enough to keep a cached clock fresh, sweep every `interval`.
-    let wake = if inner.clock.is_cached() { interval.min(CLOCK_TICK) } else { interval };
-    let handle = std::thread::Builder::new().name("idemstore-sweeper".into()).spawn(move || {
-        let mut last_sweep = Instant::now();
-        loop {
-            sync::park_timeout(wake);
-            // Hold the store only while working, never while parked.
-            let Some(inner) = weak.upgrade() else { return };
-            inner.clock.tick();
-            if last_sweep.elapsed() >= interval {
-                Store { inner }.sweep();
-                last_sweep = Instant::now();
+    let wake = if inner.clock.is_cached() {
+        interval.min(CLOCK_TICK)
+    } else {
+        interval
+    };
+    let handle = std::thread::Builder::new()
+        .name("idemstore-sweeper".into())
+        .spawn(move || {
+            let mut last_sweep = Instant::now();
+            loop {
+                sync::park_timeout(wake);
+                // Hold the store only while working, never while parked.
+                let Some(inner) = weak.upgrade() else { return };
+                inner.clock.tick();
+                if last_sweep.elapsed() >= interval {
+                    Store { inner }.sweep();
+                    last_sweep = Instant::now();
+                }
             }
-        }
-    })?;
+        })?;
     Ok(handle.thread().clone())
 }

@@ -173,7 +173,7 @@ impl<V: Clone> Flight<V> {
     }
 
     /// The number of registered waiters (for tests and models).
-    #[cfg(any(test, idemstore_loom))]
+    #[cfg(idemstore_loom)]
     pub(crate) fn waiters(&self) -> usize {
         match &*self.state.lock() {
             State::Waiting { waiters, .. } => waiters.len(),

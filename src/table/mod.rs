@@ -14,7 +14,7 @@ use crate::error::{ClaimError, Superseded};
 use crate::fingerprint::Fingerprint;
 use crate::stats::{Counters, Stats};
 use crate::sync::{AtomicU64, Epoch, Guard, Ordering};
-use shard::{Capacity, Common, Shard};
+use shard::{Capacity, ClaimTime, Common, Shard};
 pub(crate) use shard::{Claimed, Joined, Lookup};
 
 /// Buckets each shard starts with.
@@ -109,8 +109,10 @@ where
             hash,
             key,
             fingerprint,
-            now,
-            lease_deadline,
+            ClaimTime {
+                now,
+                lease_deadline,
+            },
             &self.common,
             &self.pin(),
         )

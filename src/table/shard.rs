@@ -59,6 +59,13 @@ struct Writer<V> {
     flights: HashMap<u64, Arc<Flight<V>>>,
 }
 
+/// When a claim happens, and when its lease would end.
+#[derive(Clone, Copy)]
+pub(crate) struct ClaimTime {
+    pub(crate) now: u64,
+    pub(crate) lease_deadline: u64,
+}
+
 /// Store-wide state every shard shares.
 pub(crate) struct Common {
     /// The last fencing token handed out.
@@ -132,7 +139,14 @@ pub(crate) struct Shard<K, V> {
 
 /// Detached flights, resolved when this drops: after the shard lock, which
 /// must be released first (declare the `Orphans` before the lock guard).
-struct Orphans<V: Clone>(Vec<(Arc<Flight<V>>, Result<V, WaitError>)>);
+struct Orphans<V: Clone>(Vec<Orphan<V>>);
+
+/// A detached flight and the result its waiters get.
+type Orphan<V> = (Arc<Flight<V>>, Result<V, WaitError>);
+
+/// A link in a chain (a bucket head or a node's `next`) and what it points to.
+type Link<'g, K, V> = &'g Atomic<Node<K, V>>;
+type NodePtr<'g, K, V> = Shared<'g, Node<K, V>>;
 
 impl<V: Clone> Drop for Orphans<V> {
     fn drop(&mut self) {
@@ -266,7 +280,7 @@ where
         hash: u64,
         key: &Q,
         guard: &'g Guard,
-    ) -> (&'g Atomic<Node<K, V>>, Option<Shared<'g, Node<K, V>>>)
+    ) -> (Link<'g, K, V>, Option<NodePtr<'g, K, V>>)
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
@@ -371,11 +385,14 @@ where
         hash: u64,
         key: K,
         fingerprint: Option<Fingerprint>,
-        now: u64,
-        lease_deadline: u64,
+        at: ClaimTime,
         common: &Common,
         guard: &Guard,
     ) -> Result<Claimed<V>, ClaimError> {
+        let ClaimTime {
+            now,
+            lease_deadline,
+        } = at;
         let counters = &common.counters;
         let mut orphans = Orphans(Vec::new());
         let mut writer = self.writer.lock();
@@ -446,7 +463,7 @@ where
         key: &K,
         token: u64,
         guard: &'g Guard,
-    ) -> Option<(&'g Atomic<Node<K, V>>, Shared<'g, Node<K, V>>)> {
+    ) -> Option<(Link<'g, K, V>, NodePtr<'g, K, V>)> {
         let (link, found) = self.find_link(hash, key, guard);
         let shared = found?;
         // SAFETY: found under the lock in the current array.
