@@ -1,0 +1,197 @@
+//! Per-operation cost, idemstore against moka, quick_cache, dashmap and
+//! `Mutex<HashMap>` + `Condvar`, at 1, 2 (and all) threads:
+//!
+//! * `hit`: `get` of a completed key; 200k keys prefilled, read in random order.
+//! * `replay`: `execute` of a completed key (the duplicate's path).
+//! * `fresh`: `execute` of a new key each time (claim + run + complete),
+//!   into a store created empty for each sample.
+//! * `mixed`: 90% replay of a recent key, 10% fresh, TTL 100 ms, background
+//!   expiry every 50 ms.
+//!
+//! Each thread runs the measured number of operations; the time reported is
+//! the wall time until the last thread finishes, so it reads as nanoseconds
+//! per operation per thread (criterion's throughput line gives the total).
+//!
+//! `cargo bench --bench ops` runs it all; add `-- --quick` (or set
+//! `IDEMSTORE_BENCH_QUICK=1`) for a short run. `IDEMSTORE_BENCH_ONLY=idemstore`
+//! restricts the subjects (handy under `perf record`). A summary table with
+//! idemstore's ratio to each peer is printed at the end.
+
+mod common;
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{run_threads, splitmix, thread_counts, Cfg, Rng, Subject};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
+
+const HIT_KEYS: usize = 200_000;
+
+fn selected<S: Subject>() -> bool {
+    common::selected(S::NAME)
+}
+
+/// The prefilled keys, in a random order shared by all subjects.
+fn hit_keys() -> Arc<[u64]> {
+    let mut keys: Vec<u64> = (0..HIT_KEYS as u64).map(splitmix).collect();
+    Rng::new(7).shuffle(&mut keys);
+    keys.into()
+}
+
+fn prefilled<S: Subject>(keys: &[u64]) -> S {
+    let subject = S::new(&Cfg::untimed(keys.len() * 2));
+    for &k in keys {
+        subject.execute(k, || k ^ 1);
+    }
+    subject.settle();
+    let hits = keys
+        .iter()
+        .filter(|&&k| subject.get(k) == Some(k ^ 1))
+        .count();
+    assert_eq!(hits, keys.len(), "{}: prefilled keys missing", S::NAME);
+    subject
+}
+
+/// Each thread starts at its own offset in the shared random order.
+fn start_of(tid: usize, len: usize) -> usize {
+    (tid * 7919 * 31) % len
+}
+
+fn bench_reads<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>, replay: bool) {
+    if !selected::<S>() {
+        return;
+    }
+    let subject = prefilled::<S>(keys);
+    for threads in thread_counts() {
+        g.throughput(Throughput::Elements(threads as u64));
+        g.bench_function(BenchmarkId::new(S::NAME, format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                run_threads(threads, |tid| {
+                    let mut i = start_of(tid, keys.len());
+                    for _ in 0..iters {
+                        let k = keys[i];
+                        if replay {
+                            black_box(subject.execute(k, || k));
+                        } else {
+                            black_box(subject.get(k));
+                        }
+                        i += 1;
+                        if i == keys.len() {
+                            i = 0;
+                        }
+                    }
+                })
+            })
+        });
+    }
+}
+
+fn hit<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
+    bench_reads::<S>(g, keys, false);
+}
+
+fn replay<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
+    bench_reads::<S>(g, keys, true);
+}
+
+fn fresh<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>) {
+    if !selected::<S>() {
+        return;
+    }
+    for threads in thread_counts() {
+        g.throughput(Throughput::Elements(threads as u64));
+        g.bench_function(BenchmarkId::new(S::NAME, format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                // A new, empty subject per sample: memory stays bounded and
+                // every sample pays the same growth.
+                let subject = S::new(&Cfg::untimed(iters as usize * threads));
+                let elapsed = run_threads(threads, |tid| {
+                    let base = (tid as u64) << 40;
+                    for i in 0..iters {
+                        let k = splitmix(base | i);
+                        black_box(subject.execute(k, || k));
+                    }
+                });
+                drop(subject);
+                elapsed
+            })
+        });
+    }
+}
+
+/// Unique fresh keys across threads and samples of `mixed`.
+static NEXT_BASE: AtomicU64 = AtomicU64::new(1);
+
+fn mixed<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>) {
+    if !selected::<S>() {
+        return;
+    }
+    let cfg = Cfg {
+        ttl: Some(Duration::from_millis(100)),
+        // quick_cache has no TTL: bounded near the live set instead.
+        capacity: 200_000,
+        sweep_interval: Duration::from_millis(50),
+    };
+    let subject = S::new(&cfg);
+    for threads in thread_counts() {
+        g.throughput(Throughput::Elements(threads as u64));
+        g.bench_function(BenchmarkId::new(S::NAME, format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                run_threads(threads, |tid| {
+                    let base = NEXT_BASE.fetch_add(1, Ordering::Relaxed) << 32;
+                    let mut rng = Rng::new(base ^ tid as u64);
+                    let mut recent = [0u64; 4096];
+                    let (mut filled, mut next, mut made) = (0usize, 0usize, 0u64);
+                    for _ in 0..iters {
+                        let r = rng.next();
+                        let k = if filled == 0 || r % 10 == 0 {
+                            made += 1;
+                            let k = splitmix(base | made);
+                            recent[next] = k;
+                            next = (next + 1) % recent.len();
+                            filled = (filled + 1).min(recent.len());
+                            k
+                        } else {
+                            recent[(r >> 8) as usize % filled]
+                        };
+                        black_box(subject.execute(k, || k));
+                    }
+                })
+            })
+        });
+    }
+}
+
+fn main() {
+    let mut c: Criterion = common::criterion();
+    let keys = hit_keys();
+
+    let mut g = c.benchmark_group("hit");
+    common::for_each_subject!(hit(&mut g, &keys));
+    g.finish();
+
+    let mut g = c.benchmark_group("replay");
+    common::for_each_subject!(replay(&mut g, &keys));
+    g.finish();
+
+    let mut g = c.benchmark_group("fresh");
+    g.sampling_mode(SamplingMode::Flat);
+    common::for_each_subject!(fresh(&mut g));
+    g.finish();
+
+    let mut g = c.benchmark_group("mixed");
+    common::for_each_subject!(mixed(&mut g));
+    g.finish();
+
+    c.final_summary();
+    println!("\nMedians, ns per operation per thread (each thread runs the measured count):");
+    common::print_summary(
+        &["hit", "replay", "fresh", "mixed"],
+        &common::thread_params(),
+        "ns",
+        1.0,
+    );
+}
