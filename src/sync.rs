@@ -22,7 +22,7 @@ pub(crate) type ClockCell = std::sync::atomic::AtomicU64;
 
 #[cfg(not(idemstore_loom))]
 mod imp {
-    pub(crate) use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     pub(crate) use std::sync::{Arc, OnceLock};
     pub(crate) use std::thread::{current as current_thread, park, park_timeout, Thread};
 
@@ -113,9 +113,12 @@ mod imp {
 #[cfg(idemstore_loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
-    pub(crate) use loom::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     pub(crate) use loom::sync::Arc;
     pub(crate) use loom::thread::{current as current_thread, park, Thread};
+
+    use crossbeam_epoch::LocalHandle;
+    use loom::thread::ThreadId;
 
     /// loom never fires timeouts: a timed park is a plain park in a model.
     pub(crate) fn park_timeout(_: std::time::Duration) {
@@ -138,20 +141,67 @@ mod imp {
     }
 
     /// Under loom every modelled thread runs on one OS thread, so handles
-    /// cannot be cached per OS thread: each pin registers afresh. A `Guard`
-    /// keeps its `Local` alive after the handle drops.
+    /// cannot be cached per OS thread; they are cached per modelled thread
+    /// instead. Registering afresh on every pin would also be correct, but
+    /// each registration and its first pin's collection add dozens of
+    /// atomic operations, which multiplies loom's state space beyond what
+    /// the models can explore. As in the normal build, garbage then reaches
+    /// the global queue when a handle's bag fills, on `Guard::flush` (each
+    /// sweep step) and when the store drops.
     pub(crate) struct Epoch {
+        // Declared first so the handles drop before the collector (see the
+        // normal build's `Epoch`). Boxed so a handle stays put when the
+        // `Vec` grows. A `std` mutex, not a modelled one: it guards only
+        // this cache, is never held across a modelled operation (so no
+        // modelled thread can block on it), and orders nothing the models
+        // check.
+        handles: std::sync::Mutex<Vec<(ThreadId, Box<LocalHandle>)>>,
         collector: super::Collector,
     }
+
+    // SAFETY: a `LocalHandle` is `!Send + !Sync` because its `Local` must
+    // not be used by two threads at once. `pin` hands each handle only to
+    // the modelled thread that registered it; the handles are dropped with
+    // the `Epoch`, in the store's `Drop`, when no operation (hence no
+    // `Guard`) is live.
+    unsafe impl Send for Epoch {}
+    // SAFETY: as above.
+    unsafe impl Sync for Epoch {}
 
     impl Epoch {
         pub(crate) fn new() -> Self {
             Epoch {
+                handles: std::sync::Mutex::new(Vec::new()),
                 collector: super::Collector::new(),
             }
         }
+
         pub(crate) fn pin(&self) -> super::Guard {
-            self.collector.register().pin()
+            let me = current_thread().id();
+            let cached = self.cached(me);
+            let handle = cached.unwrap_or_else(|| {
+                // Registering is a modelled operation: do it unlocked.
+                let handle = Box::new(self.collector.register());
+                let ptr: *const LocalHandle = &*handle;
+                self.lock().push((me, handle));
+                ptr
+            });
+            // SAFETY: the handle is boxed, so its address is stable, and it
+            // lives until the `Epoch` drops, which outlasts every operation;
+            // only this modelled thread uses it (see the `Send` impl).
+            unsafe { (*handle).pin() }
+        }
+
+        fn cached(&self, me: ThreadId) -> Option<*const LocalHandle> {
+            let handles = self.lock();
+            let found = handles.iter().find(|(id, _)| *id == me);
+            found.map(|(_, handle)| &**handle as *const _)
+        }
+
+        fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(ThreadId, Box<LocalHandle>)>> {
+            self.handles
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
         }
     }
 }

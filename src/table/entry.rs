@@ -13,22 +13,30 @@
 //!
 //! # Publication
 //!
-//! All writes happen under the owning shard's lock. `complete` writes the
-//! value and the retention deadline, then sets `COMPLETED` with `Release`;
-//! readers load the state with `Acquire` before touching either, so a reader
-//! that sees `COMPLETED` sees the value whole. Readers reach nodes through the
-//! epoch, so a node is never freed under one.
+//! A node's mutable state is one atomic word: three flag bits and a 61-bit
+//! deadline (nanoseconds on the store clock, saturating at about 73 years).
+//! Readers load it once with `Acquire` and get the state and the deadline
+//! that belong together. All writes happen under the owning shard's lock.
+//! `complete` writes the value first, then stores the word with `COMPLETED`
+//! and the retention deadline with `Release`, so a reader that sees
+//! `COMPLETED` sees the value whole. Once completed, the word is never
+//! written again. Readers reach nodes through the epoch, so a node is never
+//! freed under one.
 
 use std::mem::MaybeUninit;
 
 use crate::fingerprint::Fingerprint;
-use crate::sync::{Atomic, AtomicU64, AtomicU8, Ordering, UnsafeCell};
+use crate::sync::{Atomic, AtomicU64, Ordering, UnsafeCell};
 
 /// The owner completed: `value` is initialised and immutable.
-const COMPLETED: u8 = 0b01;
+const COMPLETED: u64 = 1 << 63;
 /// A `Flight` for this node's token sits in the shard's flight map. Read and
 /// written only under the shard lock.
-const HAS_FLIGHT: u8 = 0b10;
+const HAS_FLIGHT: u64 = 1 << 62;
+/// `fingerprint` holds the claim's fingerprint. Fixed at construction.
+const FINGERPRINTED: u64 = 1 << 61;
+/// The deadline bits.
+const DEADLINE: u64 = FINGERPRINTED - 1;
 
 /// What a reader sees of a node at a given time.
 pub(crate) enum View<'a, V> {
@@ -46,10 +54,11 @@ pub(crate) struct Node<K, V> {
     pub(crate) key: K,
     /// The fencing token of the claim that created this node.
     pub(crate) token: u64,
-    /// `None` when claimed without a fingerprint: then no check applies.
-    pub(crate) fingerprint: Option<Fingerprint>,
-    state: AtomicU8,
-    deadline: AtomicU64,
+    /// Meaningful only with `FINGERPRINTED`.
+    fingerprint: Fingerprint,
+    /// Flags and deadline: the lease deadline while in flight, the retention
+    /// deadline once completed.
+    word: AtomicU64,
     value: UnsafeCell<MaybeUninit<V>>,
     pub(crate) next: Atomic<Node<K, V>>,
 }
@@ -70,26 +79,36 @@ impl<K, V> Node<K, V> {
         fingerprint: Option<Fingerprint>,
         lease_deadline: u64,
     ) -> Self {
+        let flag = if fingerprint.is_some() {
+            FINGERPRINTED
+        } else {
+            0
+        };
         Node {
             hash,
             key,
             token,
-            fingerprint,
-            state: AtomicU8::new(0),
-            deadline: AtomicU64::new(lease_deadline),
+            fingerprint: fingerprint.unwrap_or(Fingerprint::from_bytes([0; 16])),
+            word: AtomicU64::new(flag | lease_deadline.min(DEADLINE)),
             value: UnsafeCell::new(MaybeUninit::uninit()),
             next: Atomic::null(),
         }
     }
 
+    /// The claim's fingerprint, if it had one.
+    pub(crate) fn fingerprint(&self) -> Option<Fingerprint> {
+        // Relaxed: FINGERPRINTED never changes after construction.
+        (self.word.load(Ordering::Relaxed) & FINGERPRINTED != 0).then_some(self.fingerprint)
+    }
+
     pub(crate) fn view(&self, now: u64) -> View<'_, V> {
         // Acquire pairs with the Release in `complete`: seeing COMPLETED
-        // makes the value and the retention deadline visible.
-        let state = self.state.load(Ordering::Acquire);
-        if now >= self.deadline.load(Ordering::Relaxed) {
+        // makes the value visible, with its retention deadline in the word.
+        let word = self.word.load(Ordering::Acquire);
+        if now >= word & DEADLINE {
             return View::Expired;
         }
-        if state & COMPLETED == 0 {
+        if word & COMPLETED == 0 {
             return View::InFlight;
         }
         // SAFETY: COMPLETED is set only after `value` was initialised (see
@@ -99,62 +118,70 @@ impl<K, V> Node<K, V> {
     }
 
     pub(crate) fn is_completed(&self) -> bool {
-        self.state.load(Ordering::Acquire) & COMPLETED != 0
+        self.word.load(Ordering::Acquire) & COMPLETED != 0
+    }
+
+    /// Rewrites the word's deadline and sets `flags`. Shard lock only, and
+    /// only while in flight (a completed word is never written again).
+    fn update(&self, flags: u64, deadline: Option<u64>, order: Ordering) {
+        // Relaxed load: only lock holders write the word.
+        let word = self.word.load(Ordering::Relaxed);
+        debug_assert!(word & COMPLETED == 0);
+        let deadline = deadline.map_or(word & DEADLINE, |d| d.min(DEADLINE));
+        self.word
+            .store((word & !DEADLINE) | flags | deadline, order);
     }
 
     /// Stores the owner's value. Call only under the shard lock, once, while
     /// the node is in flight.
     pub(crate) fn complete(&self, value: V, expires_at: u64) {
-        debug_assert!(!self.is_completed());
         // SAFETY: the shard lock excludes other writers; readers do not touch
-        // `value` until they see COMPLETED, which is set below, after this
+        // `value` until they see COMPLETED, which is stored below, after this
         // write. The node is in flight, so `value` holds nothing to leak.
         unsafe { self.value.with_mut(|v| (*v).write(value)) };
-        // Relaxed: published by the Release below.
-        self.deadline.store(expires_at, Ordering::Relaxed);
         // Release pairs with the Acquire in `view`.
-        self.state.fetch_or(COMPLETED, Ordering::Release);
+        self.update(COMPLETED, Some(expires_at), Ordering::Release);
     }
 
-    /// Moves the lease deadline (renewal). Call only under the shard lock.
+    /// Moves the lease deadline (renewal). Shard lock only, while in flight.
     pub(crate) fn set_deadline(&self, deadline: u64) {
         // Relaxed: a reader seeing the old or the new lease is fine; both
         // were current during its read.
-        self.deadline.store(deadline, Ordering::Relaxed);
+        self.update(0, Some(deadline), Ordering::Relaxed);
     }
 
     /// Whether a flight is registered for this node. Shard lock only.
     pub(crate) fn has_flight(&self) -> bool {
-        // Relaxed: written and read only under the shard lock.
-        self.state.load(Ordering::Relaxed) & HAS_FLIGHT != 0
+        // Relaxed: HAS_FLIGHT is written and read only under the shard lock.
+        self.word.load(Ordering::Relaxed) & HAS_FLIGHT != 0
     }
 
-    /// Marks that a flight is registered for this node. Shard lock only.
+    /// Marks that a flight is registered. Shard lock only, while in flight.
     pub(crate) fn set_has_flight(&self) {
-        // Relaxed: written and read only under the shard lock.
-        self.state.fetch_or(HAS_FLIGHT, Ordering::Relaxed);
+        // Relaxed: HAS_FLIGHT is written and read only under the shard lock.
+        self.update(HAS_FLIGHT, None, Ordering::Relaxed);
     }
 }
 
 impl<K: Clone, V: Clone> Node<K, V> {
     /// A copy for a resized table. Call only under the shard lock.
     pub(crate) fn duplicate(&self) -> Self {
-        let copy = Node::in_flight(
-            self.hash,
-            self.key.clone(),
-            self.token,
-            self.fingerprint,
-            self.deadline.load(Ordering::Relaxed),
-        );
-        let state = self.state.load(Ordering::Relaxed);
-        if state & COMPLETED != 0 {
+        let word = self.word.load(Ordering::Relaxed);
+        let copy = Node {
+            hash: self.hash,
+            key: self.key.clone(),
+            token: self.token,
+            fingerprint: self.fingerprint,
+            // Published to readers by the array's Release store in `grow`.
+            word: AtomicU64::new(word & !COMPLETED),
+            value: UnsafeCell::new(MaybeUninit::uninit()),
+            next: Atomic::null(),
+        };
+        if word & COMPLETED != 0 {
             // SAFETY: COMPLETED means initialised; under the shard lock
             // nobody writes it.
             let value = unsafe { self.value.with(|v| (*v).assume_init_ref().clone()) };
-            copy.complete(value, self.deadline.load(Ordering::Relaxed));
-        }
-        if state & HAS_FLIGHT != 0 {
-            copy.set_has_flight();
+            copy.complete(value, word & DEADLINE);
         }
         copy
     }
@@ -167,5 +194,31 @@ impl<K, V> Drop for Node<K, V> {
             // means nobody else can read it any more.
             unsafe { self.value.with_mut(|v| (*v).assume_init_drop()) };
         }
+    }
+}
+
+#[cfg(all(test, not(idemstore_loom)))]
+mod tests {
+    use super::*;
+
+    /// Memory budget: a `u64 -> u64` entry's node is one 64-byte block.
+    #[test]
+    fn node_of_u64_pair_is_64_bytes() {
+        assert_eq!(std::mem::size_of::<Node<u64, u64>>(), 64);
+    }
+
+    #[test]
+    fn deadlines_saturate_instead_of_clobbering_flags() {
+        let node: Node<u8, u8> =
+            Node::in_flight(0, 1, 1, Some(Fingerprint::of_bytes(b"x")), u64::MAX);
+        assert!(node.fingerprint().is_some());
+        assert!(matches!(node.view(DEADLINE - 1), View::InFlight));
+        node.complete(5, u64::MAX);
+        assert!(matches!(node.view(DEADLINE - 1), View::Completed(5)));
+        assert!(matches!(node.view(u64::MAX), View::Expired));
+        assert!(
+            node.fingerprint().is_some(),
+            "flags survive a saturated deadline"
+        );
     }
 }

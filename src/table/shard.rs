@@ -223,7 +223,7 @@ where
             Some(node) => match node.view(now) {
                 View::Expired => Lookup::Absent,
                 View::InFlight => Lookup::InFlight,
-                View::Completed(value) => Lookup::Completed(value.clone(), node.fingerprint),
+                View::Completed(value) => Lookup::Completed(value.clone(), node.fingerprint()),
             },
         }
     }
@@ -402,7 +402,7 @@ where
             let node = unsafe { shared.deref() };
             match node.view(now) {
                 View::Completed(value) => {
-                    return if fingerprints_agree(node.fingerprint, fingerprint) {
+                    return if fingerprints_agree(node.fingerprint(), fingerprint) {
                         counters.bump(Event::Replay);
                         Ok(Claimed::Completed(value.clone()))
                     } else {
@@ -411,7 +411,7 @@ where
                     };
                 }
                 View::InFlight => {
-                    if !fingerprints_agree(node.fingerprint, fingerprint) {
+                    if !fingerprints_agree(node.fingerprint(), fingerprint) {
                         counters.bump(Event::Mismatch);
                         return Err(ClaimError::Mismatch);
                     }
