@@ -137,6 +137,47 @@ pub(crate) struct Shard<K, V> {
     len: AtomicUsize,
 }
 
+/// Hands one unlinked node to the epoch.
+///
+/// # Safety
+///
+/// `node` must have been unlinked from the current array under the shard
+/// lock, and not retired before.
+unsafe fn retire<K, V>(node: Shared<'_, Node<K, V>>, guard: &Guard) {
+    // SAFETY: unreachable for every reader that pins from now on (the
+    // caller's contract); the epoch frees it after current readers unpin.
+    unsafe { guard.defer_destroy(node) };
+}
+
+/// Nodes unlinked under one lock hold, handed to the epoch as one deferred
+/// free: sweeping or growing a large shard then costs one deferred call, not
+/// one per node.
+struct Retired<K, V>(Vec<*mut Node<K, V>>);
+
+impl<K, V> Retired<K, V> {
+    /// # Safety
+    ///
+    /// Every node in the batch must have been unlinked from the current array
+    /// (or the array it was in replaced) under the shard lock, and retired
+    /// nowhere else.
+    unsafe fn defer(self, guard: &Guard) {
+        if self.0.is_empty() {
+            return;
+        }
+        let nodes = self.0;
+        // SAFETY: as for `retire`, for each node (the caller's contract).
+        // The closure may run on another thread; nodes are `Send` whenever
+        // the store's keys and values are, which the store requires.
+        unsafe {
+            guard.defer_unchecked(move || {
+                for node in nodes {
+                    drop(Owned::from_raw(node));
+                }
+            })
+        };
+    }
+}
+
 /// Detached flights, resolved when this drops: after the shard lock, which
 /// must be released first (declare the `Orphans` before the lock guard).
 struct Orphans<V: Clone>(Vec<Orphan<V>>);
@@ -301,7 +342,8 @@ where
         }
     }
 
-    /// Unlinks `node`, which `link` points to, and retires it. Shard lock only.
+    /// Unlinks `node`, which `link` points to. The caller retires it (with
+    /// [`retire`] or a [`Retired`] batch). Shard lock only.
     fn unlink<'g>(
         &self,
         writer: &mut Writer<V>,
@@ -327,9 +369,6 @@ where
             node_ref.next.load(Ordering::Acquire, guard),
             Ordering::Release,
         );
-        // SAFETY: the node is unreachable from the array for every reader
-        // that pins from now on; the epoch frees it after current ones unpin.
-        unsafe { guard.defer_destroy(node) };
     }
 
     /// Links a new in-flight node at the head of its chain. Shard lock only.
@@ -355,6 +394,7 @@ where
         // SAFETY: as in `find_link`.
         let old_ref = unsafe { old.deref() };
         let grown = Buckets::with_len(old_ref.slots.len() * 2);
+        let mut retired = Retired(Vec::with_capacity(old_ref.slots.len()));
         for head in old_ref.slots.iter() {
             let mut current = head.load(Ordering::Acquire, guard);
             // SAFETY: as in `find`.
@@ -365,16 +405,18 @@ where
                     .store(new_head.load(Ordering::Relaxed, guard), Ordering::Relaxed);
                 new_head.store(copy, Ordering::Relaxed);
                 let next = node.next.load(Ordering::Acquire, guard);
-                // SAFETY: the old array, through which alone this node is
-                // reachable, is replaced below before the guard unpins.
-                unsafe { guard.defer_destroy(current) };
+                retired.0.push(current.as_raw().cast_mut());
                 current = next;
             }
         }
         // Release pairs with the Acquire in `find`: the copies are built.
         self.buckets.store(Owned::new(grown), Ordering::Release);
-        // SAFETY: just replaced; readers that still hold it are pinned.
-        unsafe { guard.defer_destroy(old) };
+        // SAFETY: the old array, through which alone the old nodes are
+        // reachable, was just replaced; readers still in it are pinned.
+        unsafe {
+            retired.defer(guard);
+            guard.defer_destroy(old);
+        }
         // A whole table's worth of garbage: hand it to the collector now.
         guard.flush();
     }
@@ -437,6 +479,8 @@ where
                         &mut orphans,
                         guard,
                     );
+                    // SAFETY: just unlinked under the lock.
+                    unsafe { retire(shared, guard) };
                 }
             }
         } else if !common.capacity.reserve() {
@@ -520,6 +564,8 @@ where
             &mut orphans,
             guard,
         );
+        // SAFETY: just unlinked under the lock.
+        unsafe { retire(shared, guard) };
         common.capacity.release(1);
         common.counters.bump(Event::Abandon);
         true
@@ -571,6 +617,8 @@ where
             &mut orphans,
             guard,
         );
+        // SAFETY: just unlinked under the lock.
+        unsafe { retire(shared, guard) };
         common.capacity.release(1);
         live
     }
@@ -597,7 +645,7 @@ where
         let buckets = unsafe { self.buckets.load(Ordering::Acquire, guard).deref() };
         let start = from.min(buckets.slots.len());
         let end = start.saturating_add(budget.max(1)).min(buckets.slots.len());
-        let mut removed = 0;
+        let mut retired = Retired(Vec::new());
         for head in &buckets.slots[start..end] {
             let mut link = head;
             loop {
@@ -615,13 +663,16 @@ where
                         &mut orphans,
                         guard,
                     );
-                    removed += 1;
+                    retired.0.push(current.as_raw().cast_mut());
                 } else {
                     link = &node.next;
                 }
             }
         }
         drop(writer);
+        let removed = retired.0.len();
+        // SAFETY: every node in the batch was unlinked above.
+        unsafe { retired.defer(guard) };
         common.capacity.release(removed);
         common.counters.add(Event::Expiration, removed as u64);
         (removed, (end < buckets.slots.len()).then_some(end))
