@@ -18,6 +18,7 @@ use crate::store::{Config, Store};
 /// | [`ttl`](Self::ttl) (retention of completed results) | 24 h |
 /// | [`lease`](Self::lease) (how long an owner may run) | 60 s |
 /// | [`max_entries`](Self::max_entries) | unbounded |
+/// | [`initial_capacity`](Self::initial_capacity) | 16 buckets per shard |
 /// | [`shards`](Self::shards) | 4 × cores, rounded up to a power of two |
 /// | [`sweep_interval`](Self::sweep_interval) | 1 s |
 /// | [`background_sweeper`](Self::background_sweeper) | on |
@@ -43,6 +44,7 @@ pub struct Builder<K, V, S = RandomState> {
     ttl: Duration,
     lease: Duration,
     max_entries: Option<usize>,
+    initial_capacity: Option<usize>,
     shards: Option<usize>,
     sweep_interval: Duration,
     background_sweeper: bool,
@@ -61,6 +63,7 @@ impl<K, V> Builder<K, V> {
             ttl: DEFAULT_TTL,
             lease: DEFAULT_LEASE,
             max_entries: None,
+            initial_capacity: None,
             shards: None,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
             background_sweeper: true,
@@ -97,6 +100,13 @@ impl<K, V, S> Builder<K, V, S> {
         self
     }
 
+    /// Entries to make room for up front, so the table does not resize while
+    /// it fills to that size. It still grows beyond it as needed.
+    pub fn initial_capacity(mut self, entries: usize) -> Self {
+        self.initial_capacity = Some(entries);
+        self
+    }
+
     /// The number of lock shards: a power of two from 1 to 65 536.
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
@@ -130,6 +140,7 @@ impl<K, V, S> Builder<K, V, S> {
             ttl: self.ttl,
             lease: self.lease,
             max_entries: self.max_entries,
+            initial_capacity: self.initial_capacity,
             shards: self.shards,
             sweep_interval: self.sweep_interval,
             background_sweeper: self.background_sweeper,
@@ -177,6 +188,7 @@ where
             lease: duration_to_nanos(self.lease),
             shards,
             max_entries: self.max_entries,
+            initial_capacity: self.initial_capacity,
         };
         let clock = match self.clock {
             Some(clock) => StoreClock::exact(clock),

@@ -27,6 +27,7 @@ pub(crate) struct Config {
     pub(crate) lease: u64,
     pub(crate) shards: usize,
     pub(crate) max_entries: Option<usize>,
+    pub(crate) initial_capacity: Option<usize>,
 }
 
 pub(crate) struct Inner<K, V, S> {
@@ -128,6 +129,7 @@ where
                 lease: duration_to_nanos(DEFAULT_LEASE),
                 shards: default_shards(),
                 max_entries: None,
+                initial_capacity: None,
             };
             let clock = StoreClock::exact(Box::new(SystemClock::new()));
             Self::from_parts(config, clock, RandomState::new())
@@ -159,7 +161,7 @@ where
     pub(crate) fn from_parts(config: Config, clock: StoreClock, hasher: S) -> Self {
         Store {
             inner: Arc::new(Inner {
-                table: Table::new(config.shards, config.max_entries, hasher),
+                table: Table::new(&config, hasher),
                 clock,
                 ttl: config.ttl,
                 lease: config.lease,

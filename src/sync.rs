@@ -22,7 +22,7 @@ pub(crate) type ClockCell = std::sync::atomic::AtomicU64;
 
 #[cfg(not(idemstore_loom))]
 mod imp {
-    pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use std::sync::{Arc, OnceLock};
     pub(crate) use std::thread::{current as current_thread, park, park_timeout, Thread};
 
@@ -113,7 +113,7 @@ mod imp {
 #[cfg(idemstore_loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
-    pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use loom::sync::Arc;
     pub(crate) use loom::thread::{current as current_thread, park, Thread};
 

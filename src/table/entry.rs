@@ -163,30 +163,6 @@ impl<K, V> Node<K, V> {
     }
 }
 
-impl<K: Clone, V: Clone> Node<K, V> {
-    /// A copy for a resized table. Call only under the shard lock.
-    pub(crate) fn duplicate(&self) -> Self {
-        let word = self.word.load(Ordering::Relaxed);
-        let copy = Node {
-            hash: self.hash,
-            key: self.key.clone(),
-            token: self.token,
-            fingerprint: self.fingerprint,
-            // Published to readers by the array's Release store in `grow`.
-            word: AtomicU64::new(word & !COMPLETED),
-            value: UnsafeCell::new(MaybeUninit::uninit()),
-            next: Atomic::null(),
-        };
-        if word & COMPLETED != 0 {
-            // SAFETY: COMPLETED means initialised; under the shard lock
-            // nobody writes it.
-            let value = unsafe { self.value.with(|v| (*v).assume_init_ref().clone()) };
-            copy.complete(value, word & DEADLINE);
-        }
-        copy
-    }
-}
-
 impl<K, V> Drop for Node<K, V> {
     fn drop(&mut self) {
         if self.is_completed() {

@@ -13,6 +13,7 @@ use std::hash::{BuildHasher, Hash};
 use crate::error::{ClaimError, Superseded};
 use crate::fingerprint::Fingerprint;
 use crate::stats::{Counters, Stats};
+use crate::store::Config;
 use crate::sync::{AtomicU64, Epoch, Guard, Ordering};
 use shard::{Capacity, ClaimTime, Common, Shard};
 pub(crate) use shard::{Claimed, Joined, Lookup};
@@ -48,12 +49,18 @@ where
     V: Clone,
     S: BuildHasher,
 {
-    pub(crate) fn new(shards: usize, max_entries: Option<usize>, hasher: S) -> Self {
-        let initial = max_entries.map_or(INITIAL_BUCKETS, |max| {
-            (max / shards).clamp(1, INITIAL_BUCKETS)
-        });
+    pub(crate) fn new(config: &Config, hasher: S) -> Self {
+        let shards = config.shards;
+        let buckets = match (config.initial_capacity, config.max_entries) {
+            // At most 2^30 buckets a shard: plenty, and no overflow anywhere.
+            (Some(entries), _) => entries.div_ceil(shards).clamp(1, 1 << 30),
+            // A small bound needs few buckets; a large one may never fill.
+            (None, Some(max)) => max.div_ceil(shards).clamp(1, INITIAL_BUCKETS),
+            (None, None) => INITIAL_BUCKETS,
+        };
+        let max_entries = config.max_entries;
         Table {
-            shards: (0..shards).map(|_| Padded(Shard::new(initial))).collect(),
+            shards: (0..shards).map(|_| Padded(Shard::new(buckets))).collect(),
             hasher,
             common: Common {
                 tokens: AtomicU64::new(0),

@@ -14,12 +14,14 @@
 //!   and retires the node to the epoch: a reader standing on it still finds
 //!   valid `next` pointers, and it is freed only after every such reader has
 //!   unpinned.
-//! * Growing the table copies every node into a new bucket array (copies
-//!   carry the same token and state), publishes the array with `Release`,
-//!   and retires the old array and nodes. A reader that loaded the old array
-//!   reads the frozen copies: the answer it gets was current at the moment it
-//!   loaded the array, which lies inside its call, so reads stay
-//!   linearizable. Writers always work on the current array under the lock.
+//! * Growing the table relinks every node into a new bucket array under the
+//!   lock, bracketed by an odd `resizes` count, then publishes the array with
+//!   `Release`. Nodes are never copied or freed by a resize, so a node a
+//!   reader finds is the live one. A reader walking an old chain during a
+//!   resize can be led off it and miss a key that is there: a miss counts
+//!   only if `resizes` was even and unchanged across the walk (a seqlock
+//!   check); otherwise it is confirmed under the lock. Writers always work on
+//!   the current array under the lock.
 //! * The flight map holds the rendezvous for duplicates of each in-flight
 //!   token that has any; see `wait.rs`. It is changed only under `writer`.
 //!   Flights detached by a change are resolved after the lock is released.
@@ -30,7 +32,9 @@ use std::collections::HashMap;
 use crate::error::{ClaimError, Superseded, WaitError};
 use crate::fingerprint::{fingerprints_agree, Fingerprint};
 use crate::stats::{Counters, Event};
-use crate::sync::{Arc, Atomic, AtomicU64, AtomicUsize, Guard, Mutex, Ordering, Owned, Shared};
+use crate::sync::{
+    fence, Arc, Atomic, AtomicU64, AtomicUsize, Guard, Mutex, Ordering, Owned, Shared,
+};
 use crate::table::entry::{Node, View};
 use crate::wait::Flight;
 
@@ -135,6 +139,9 @@ pub(crate) struct Shard<K, V> {
     writer: Mutex<Writer<V>>,
     /// Nodes linked in this shard: written under `writer`, read without it.
     len: AtomicUsize,
+    /// Resizes begun plus resizes ended: odd while `grow` relinks nodes.
+    /// Written under `writer`; lock-free readers check it to trust a miss.
+    resizes: AtomicU64,
 }
 
 /// Hands one unlinked node to the epoch.
@@ -206,6 +213,7 @@ impl<K, V> Shard<K, V> {
                 flights: HashMap::new(),
             }),
             len: AtomicUsize::new(0),
+            resizes: AtomicU64::new(0),
         }
     }
 
@@ -259,7 +267,21 @@ where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        match self.find(hash, key, guard) {
+        // Acquire pairs with the Release that ends a resize in `grow`.
+        let resizes = self.resizes.load(Ordering::Acquire);
+        let found = self.find(hash, key, guard).or_else(|| {
+            // Acquire fence pairs with the Release fence in `grow`: if the
+            // walk met a relinked pointer, the count below has moved.
+            fence(Ordering::Acquire);
+            let settled = resizes % 2 == 0 && self.resizes.load(Ordering::Relaxed) == resizes;
+            if settled {
+                return None;
+            }
+            // The walk overlapped a resize: confirm the miss under the lock.
+            let _writer = self.writer.lock();
+            self.find(hash, key, guard)
+        });
+        match found {
             None => Lookup::Absent,
             Some(node) => match node.view(now) {
                 View::Expired => Lookup::Absent,
@@ -388,37 +410,44 @@ where
         }
     }
 
-    /// Doubles the bucket array by copying every node. Shard lock only.
+    /// Doubles the bucket array, moving every node into it. Shard lock only.
+    ///
+    /// Nodes are relinked in place, not copied, so nothing is allocated or
+    /// freed per entry. A reader walking an old chain meanwhile may be led
+    /// off it and miss a key that is there; the odd `resizes` count tells it
+    /// to confirm a miss under the lock (see `lookup`). It can never find a
+    /// wrong key, and nodes stay valid: none is freed here.
     fn grow(&self, guard: &Guard) {
         let old = self.buckets.load(Ordering::Acquire, guard);
         // SAFETY: as in `find_link`.
         let old_ref = unsafe { old.deref() };
         let grown = Buckets::with_len(old_ref.slots.len() * 2);
-        let mut retired = Retired(Vec::with_capacity(old_ref.slots.len()));
+        // Relaxed load: only lock holders write `resizes`.
+        let resizes = self.resizes.load(Ordering::Relaxed);
+        self.resizes.store(resizes + 1, Ordering::Relaxed);
+        // Release fence pairs with the Acquire fence in `lookup`: a reader
+        // that sees any relinked pointer below also sees the odd count.
+        fence(Ordering::Release);
         for head in old_ref.slots.iter() {
-            let mut current = head.load(Ordering::Acquire, guard);
+            let mut current = head.load(Ordering::Relaxed, guard);
             // SAFETY: as in `find`.
             while let Some(node) = unsafe { current.as_ref() } {
-                let copy = Owned::new(node.duplicate());
+                let next = node.next.load(Ordering::Relaxed, guard);
                 let new_head = grown.head(node.hash);
-                copy.next
+                node.next
                     .store(new_head.load(Ordering::Relaxed, guard), Ordering::Relaxed);
-                new_head.store(copy, Ordering::Relaxed);
-                let next = node.next.load(Ordering::Acquire, guard);
-                retired.0.push(current.as_raw().cast_mut());
+                new_head.store(current, Ordering::Relaxed);
                 current = next;
             }
         }
-        // Release pairs with the Acquire in `find`: the copies are built.
+        // Release pairs with the Acquire in `find`: the chains are complete.
         self.buckets.store(Owned::new(grown), Ordering::Release);
-        // SAFETY: the old array, through which alone the old nodes are
-        // reachable, was just replaced; readers still in it are pinned.
-        unsafe {
-            retired.defer(guard);
-            guard.defer_destroy(old);
-        }
-        // A whole table's worth of garbage: hand it to the collector now.
-        guard.flush();
+        // Release pairs with the Acquire in `lookup`: a reader that sees the
+        // even count sees the new array.
+        self.resizes.store(resizes + 2, Ordering::Release);
+        // SAFETY: the old array was just replaced; readers still in it are
+        // pinned.
+        unsafe { guard.defer_destroy(old) };
     }
 
     /// The atomic check-and-insert behind every claim (rule 1).
