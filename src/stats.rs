@@ -39,7 +39,8 @@ pub struct Stats {
     pub expirations: u64,
     /// Claims refused because the fingerprint differed.
     pub mismatches: u64,
-    /// Claims refused because the store was full.
+    /// Claims refused because the store was full (after trying to make room
+    /// from expired entries).
     pub refusals: u64,
 }
 

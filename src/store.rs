@@ -254,13 +254,16 @@ where
             };
         }
         let lease_deadline = now.saturating_add(self.inner.lease);
-        let claimed = match table.claim(hash, key.clone(), fingerprint, now, lease_deadline) {
-            // Full: make room from expired entries, once, before refusing.
-            Err(ClaimError::Full) if table.sweep_when_full(now, SWEEP_BUDGET) > 0 => {
-                table.claim(hash, key.clone(), fingerprint, now, lease_deadline)?
-            }
-            claimed => claimed?,
-        };
+        let full = |claimed: &Result<_, _>| matches!(claimed, Err(ClaimError::Full));
+        let mut claimed = table.claim(hash, key.clone(), fingerprint, now, lease_deadline);
+        // Full: make room from expired entries, once, before refusing.
+        if full(&claimed) && table.sweep_when_full(now, SWEEP_BUDGET) > 0 {
+            claimed = table.claim(hash, key.clone(), fingerprint, now, lease_deadline);
+        }
+        if full(&claimed) {
+            table.counters().bump(Event::Refusal);
+        }
+        let claimed = claimed?;
         Ok(match claimed {
             Claimed::Owner(token) => Claim::Owner(Ticket::new(self.clone(), key, hash, token)),
             Claimed::Completed(value) => Claim::Completed(value),

@@ -513,7 +513,7 @@ where
                 }
             }
         } else if !common.capacity.reserve() {
-            counters.bump(Event::Refusal);
+            // Counted as a refusal by the caller, if making room fails too.
             return Err(ClaimError::Full);
         }
         // Relaxed: the RMW alone makes tokens unique and, in modification
