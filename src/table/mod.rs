@@ -14,8 +14,8 @@ use crate::error::{ClaimError, Superseded};
 use crate::fingerprint::Fingerprint;
 use crate::stats::{Counters, Stats};
 use crate::store::Config;
-use crate::sync::{AtomicU64, Epoch, Guard, Ordering};
-use shard::{Capacity, ClaimTime, Common, Shard};
+use crate::sync::{Arc, AtomicU64, Epoch, Guard, Mutex, Ordering};
+use shard::{Capacity, ClaimTime, Common, Reclaim, Shard};
 pub(crate) use shard::{Claimed, Joined, Lookup};
 
 /// Buckets each shard starts with.
@@ -38,6 +38,8 @@ pub(crate) struct Table<K, V, S> {
     shards: Box<[Padded<Shard<K, V>>]>,
     hasher: S,
     common: Common,
+    /// Swept nodes past their grace period, for `sweep` to free.
+    reclaim: Reclaim<K, V>,
     /// Clock time of the last sweep a full store made to find room.
     last_full_sweep: AtomicU64,
     epoch: Epoch,
@@ -67,6 +69,7 @@ where
                 capacity: Capacity::new(max_entries),
                 counters: Counters::default(),
             },
+            reclaim: Arc::new(Mutex::new(Vec::new())),
             last_full_sweep: AtomicU64::new(0),
             epoch: Epoch::new(),
         }
@@ -159,15 +162,20 @@ where
 
     /// One full pass over every shard, holding each shard's lock for at
     /// most `budget` buckets at a time. Returns the entries removed.
+    ///
+    /// It also frees the nodes earlier sweeps retired whose grace period has
+    /// passed, on this thread rather than on a reader's.
     pub(crate) fn sweep(&self, now: u64, budget: usize) -> usize {
+        self.free_reclaimed();
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut from = Some(0);
             while let Some(start) = from {
                 let guard = self.pin();
-                let (n, next) = shard
-                    .0
-                    .sweep_range(now, start, budget, &self.common, &guard);
+                let (n, next) =
+                    shard
+                        .0
+                        .sweep_range(now, start, budget, &self.common, &self.reclaim, &guard);
                 removed += n;
                 from = next;
                 // Hand retired nodes to the collector now rather than when
@@ -175,7 +183,14 @@ where
                 guard.flush();
             }
         }
+        self.free_reclaimed();
         removed
+    }
+
+    /// Frees the queued batches, outside the queue's lock.
+    fn free_reclaimed(&self) {
+        let batches = std::mem::take(&mut *self.reclaim.lock());
+        drop(batches);
     }
 
     /// A sweep to make room in a full store, at most once per millisecond of

@@ -156,32 +156,53 @@ unsafe fn retire<K, V>(node: Shared<'_, Node<K, V>>, guard: &Guard) {
     unsafe { guard.defer_destroy(node) };
 }
 
-/// Nodes unlinked under one lock hold, handed to the epoch as one deferred
-/// free: sweeping or growing a large shard then costs one deferred call, not
-/// one per node.
+/// Nodes a sweep unlinked under one lock hold, retired to the epoch as one
+/// batch.
+///
+/// Whoever collects the epoch's garbage runs deferred work, and that may be
+/// a reader in the middle of a `get`. So the deferred work for a batch only
+/// moves it onto the store's [`Reclaim`] queue, a push, and the sweeper frees
+/// the queued nodes on its own thread at its next pass: a million expired
+/// entries cost readers a few pushes, not a million frees.
 struct Retired<K, V>(Vec<*mut Node<K, V>>);
 
 impl<K, V> Retired<K, V> {
     /// # Safety
     ///
     /// Every node in the batch must have been unlinked from the current array
-    /// (or the array it was in replaced) under the shard lock, and retired
-    /// nowhere else.
-    unsafe fn defer(self, guard: &Guard) {
+    /// under the shard lock, and retired nowhere else.
+    unsafe fn defer(self, reclaim: &Reclaim<K, V>, guard: &Guard) {
         if self.0.is_empty() {
             return;
         }
-        let nodes = self.0;
-        // SAFETY: as for `retire`, for each node (the caller's contract).
-        // The closure may run on another thread; nodes are `Send` whenever
-        // the store's keys and values are, which the store requires.
-        unsafe {
-            guard.defer_unchecked(move || {
-                for node in nodes {
-                    drop(Owned::from_raw(node));
-                }
-            })
-        };
+        let batch = Reclaimable(self.0);
+        let queue = reclaim.clone();
+        // SAFETY: the closure runs once every reader that might hold one of
+        // these nodes has unpinned (the caller's contract makes them
+        // unreachable for later readers); it only queues them, and
+        // `Reclaimable` frees them when the queue lets go of the batch.
+        unsafe { guard.defer_unchecked(move || queue.lock().push(batch)) };
+    }
+}
+
+/// Swept nodes past their grace period, waiting to be freed.
+pub(crate) type Reclaim<K, V> = Arc<Mutex<Vec<Reclaimable<K, V>>>>;
+
+/// A batch of nodes no reader can reach any more: dropping it frees them.
+pub(crate) struct Reclaimable<K, V>(Vec<*mut Node<K, V>>);
+
+// SAFETY: the batch owns its nodes outright (no reader can reach them), and
+// freeing drops their keys and values, so it may move to another thread
+// exactly when the keys and values may.
+unsafe impl<K: Send, V: Send> Send for Reclaimable<K, V> {}
+
+impl<K, V> Drop for Reclaimable<K, V> {
+    fn drop(&mut self) {
+        for node in self.0.drain(..) {
+            // SAFETY: made only from unlinked nodes after their grace period
+            // (see `Retired::defer`), each freed exactly once, here.
+            drop(unsafe { Owned::from_raw(node) });
+        }
     }
 }
 
@@ -666,6 +687,7 @@ where
         from: usize,
         budget: usize,
         common: &Common,
+        reclaim: &Reclaim<K, V>,
         guard: &Guard,
     ) -> (usize, Option<usize>) {
         let mut orphans = Orphans(Vec::new());
@@ -701,7 +723,7 @@ where
         drop(writer);
         let removed = retired.0.len();
         // SAFETY: every node in the batch was unlinked above.
-        unsafe { retired.defer(guard) };
+        unsafe { retired.defer(reclaim, guard) };
         common.capacity.release(removed);
         common.counters.add(Event::Expiration, removed as u64);
         (removed, (end < buckets.slots.len()).then_some(end))
