@@ -90,7 +90,7 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Holder<K, V> for Idem<K, V> {
         let _ = self.0.execute(key, || Ok::<_, ()>(value));
     }
     fn settle(&self, probe: &K) {
-        // Nodes and arrays retired while growing are freed once the epoch
+        // Bucket arrays retired while growing are freed once the epoch
         // advances, which pins drive.
         for _ in 0..100 {
             for _ in 0..1_000 {
