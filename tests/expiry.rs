@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{manual_store, wait_until, Counted, LEASE, TTL};
+use common::{manual_store, wait_until, LEASE, TTL};
 use idemstore::{Claim, ClaimError, ConfigError, ManualClock, Outcome, Store};
 
 /// Rule 11: retention counts from completion, not from the claim.
@@ -115,8 +114,11 @@ fn sweep_reclaims_only_expired_entries() {
 #[test]
 fn background_sweeper_runs_while_idle_and_stops_with_the_store() {
     let clock = ManualClock::new();
-    let live = Arc::new(AtomicUsize::new(0));
-    let store: Store<u32, Counted> = Store::builder()
+    // Every stored value is a clone of `token`: its strong count, less our
+    // own, is the number of values alive.
+    let token = Arc::new(());
+    let live = || Arc::strong_count(&token) - 1;
+    let store: Store<u32, Arc<()>> = Store::builder()
         .ttl(TTL)
         .lease(LEASE)
         .clock(clock.clone())
@@ -124,11 +126,11 @@ fn background_sweeper_runs_while_idle_and_stops_with_the_store() {
         .build()
         .expect("config");
     for key in 0..100 {
-        let _ = store.execute(key, || Ok::<_, ()>(Counted::new(key.into(), &live)));
+        let _ = store.execute(key, || Ok::<_, ()>(token.clone()));
     }
     // Growing a shard copies its nodes and retires the old copies through
     // the epoch, so more than 100 values may be alive for a while.
-    assert!(live.load(Ordering::SeqCst) >= 100);
+    assert!(live() >= 100);
     clock.advance(TTL);
     wait_until("the idle store is swept", || store.is_empty());
     // `Stats` is not atomic across fields: the count may trail `is_empty`.
@@ -138,11 +140,9 @@ fn background_sweeper_runs_while_idle_and_stops_with_the_store() {
 
     // Values retired through the epoch may wait in a thread's local bag
     // while the store lives; dropping the store frees every one of them.
-    let _ = store.execute(1, || Ok::<_, ()>(Counted::new(1, &live)));
+    let _ = store.execute(1, || Ok::<_, ()>(token.clone()));
     drop(store);
-    wait_until("the dropped store frees its values", || {
-        live.load(Ordering::SeqCst) == 0
-    });
+    wait_until("the dropped store frees its values", || live() == 0);
 }
 
 /// Rule 14: a full store refuses new claims and evicts nothing live.

@@ -76,38 +76,3 @@ impl Wake for WakeCounter {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
-
-/// A value that counts how many copies of it are alive.
-#[derive(Debug)]
-pub struct Counted {
-    pub id: u64,
-    live: Arc<AtomicUsize>,
-}
-
-impl Counted {
-    pub fn new(id: u64, live: &Arc<AtomicUsize>) -> Self {
-        live.fetch_add(1, Ordering::SeqCst);
-        Counted {
-            id,
-            live: live.clone(),
-        }
-    }
-}
-
-impl Clone for Counted {
-    fn clone(&self) -> Self {
-        Counted::new(self.id, &self.live)
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.live.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl PartialEq for Counted {
-    fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
-    }
-}
