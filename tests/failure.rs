@@ -72,7 +72,7 @@ fn panicking_owner_releases_the_key_to_a_waiter() {
 fn cancelled_async_owner_releases_the_key() {
     let (store, _clock) = manual_store::<u8, u8>();
     let wakes = Arc::new(WakeCounter::default());
-    let mut owner = Box::pin(store.execute_async(1, || std::future::pending::<Result<u8, ()>>()));
+    let mut owner = Box::pin(store.execute_async(1, std::future::pending::<Result<u8, ()>>));
     assert!(poll_once(&mut owner, &wakes).is_pending());
     let Ok(Claim::InFlight(pending)) = store.claim(1) else {
         panic!("in flight")
