@@ -73,7 +73,7 @@ type StoreIfFn = dyn Fn(StatusCode) -> bool + Send + Sync;
 /// | [`fingerprint_headers`](Self::fingerprint_headers) | none (method, path, query and body are always included) |
 /// | [`max_body_bytes`](Self::max_body_bytes) | 1 MiB (413 beyond) |
 /// | [`in_flight`](Self::in_flight) | wait up to 10 s, then 409 |
-/// | [`store_if`](Self::store_if) | [`default_store_if`](super::default_store_if): below 500, except 408 and 429 |
+/// | [`store_if`](Self::store_if) | [`default_store_if`](super::default_store_if): 2xx and 4xx, except 408 and 429 |
 /// | [`max_stored_bytes`](Self::max_stored_bytes) | 1 MiB |
 ///
 /// ```

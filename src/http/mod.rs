@@ -44,10 +44,10 @@
 //!
 //! ## Which responses are stored
 //!
-//! By default ([`default_store_if`]) every response below 500 except 408
-//! and 429: the handler's work is done (2xx, 3xx) or the request itself is
-//! wrong (4xx), so a retry must get the same answer. 5xx responses, 408 and
-//! 429, inner service errors, panics and requests dropped before they
+//! By default ([`default_store_if`]) 2xx and 4xx responses except 408 and
+//! 429: the handler's work is done (2xx) or the request itself is wrong
+//! (4xx), so a retry must get the same answer. 1xx, 3xx and 5xx responses,
+//! 408 and 429, inner service errors, panics and requests dropped before they
 //! finish (the client went away) release the key, so the retry runs the
 //! handler again, as the store's rule 7 says; waiting duplicates then take
 //! the key over one at a time. [`store_if`](IdempotencyLayer::store_if)

@@ -104,13 +104,15 @@ fn is_per_connection(name: &HeaderName) -> bool {
 }
 
 /// The default of [`IdempotencyLayer::store_if`](super::IdempotencyLayer::store_if):
-/// every final response below 500 except 408 and 429.
+/// 2xx and 4xx responses, except 408 and 429.
 ///
-/// A 2xx or 3xx means the request's work is done and a 4xx that the request
-/// itself is at fault, so retrying it must give the same answer. 408
-/// (Request Timeout) and 429 (Too Many Requests) say "try again later",
-/// and 5xx says the server failed: those release the key so the retry
-/// runs.
+/// A 2xx means the request's work is done and a 4xx that the request itself
+/// is at fault, so retrying it must give the same answer. 408 (Request
+/// Timeout) and 429 (Too Many Requests) say "try again later", and 5xx says
+/// the server failed: those release the key so the retry runs. 3xx
+/// responses are not stored either; a service that answers a POST with
+/// `303 See Other` after doing the work opts in with
+/// [`store_if`](super::IdempotencyLayer::store_if).
 ///
 /// ```
 /// use http::StatusCode;
@@ -122,7 +124,7 @@ fn is_per_connection(name: &HeaderName) -> bool {
 /// assert!(!default_store_if(StatusCode::SERVICE_UNAVAILABLE));
 /// ```
 pub fn default_store_if(status: StatusCode) -> bool {
-    (200..500).contains(&status.as_u16())
+    (status.is_success() || status.is_client_error())
         && status != StatusCode::REQUEST_TIMEOUT
         && status != StatusCode::TOO_MANY_REQUESTS
 }
@@ -155,13 +157,13 @@ mod tests {
 
     #[test]
     fn by_default_only_final_non_retryable_answers_are_stored() {
-        for code in [200, 201, 204, 303, 400, 404, 409, 422] {
+        for code in [200, 201, 204, 400, 404, 409, 422] {
             assert!(
                 default_store_if(StatusCode::from_u16(code).unwrap()),
                 "{code}"
             );
         }
-        for code in [101, 408, 429, 500, 502, 503] {
+        for code in [101, 303, 408, 429, 500, 502, 503] {
             assert!(
                 !default_store_if(StatusCode::from_u16(code).unwrap()),
                 "{code}"
