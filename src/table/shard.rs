@@ -13,7 +13,8 @@
 //!   link. Unlinking stores the node's successor into its predecessor's link
 //!   and retires the node to the epoch: a reader standing on it still finds
 //!   valid `next` pointers, and it is freed only after every such reader has
-//!   unpinned.
+//!   unpinned. A sweep retires its nodes in batches, which the sweeper
+//!   itself frees once the epoch has let go of them (`Retired`).
 //! * Growing the table relinks every node into a new bucket array under the
 //!   lock, bracketed by an odd `resizes` count, then publishes the array with
 //!   `Release`. Nodes are never copied or freed by a resize, so a node a
