@@ -257,6 +257,8 @@ fn with_reader(
                 i = (i + 1) % live.len();
             }
         });
+        // The baseline window: the reader runs alone for 100 ms, so "before"
+        // has samples from an undisturbed store.
         thread::sleep(Duration::from_millis(100));
         before_reclaim();
         phase.store(1, Ordering::Relaxed);
@@ -341,6 +343,7 @@ fn sweep_moka(n: u64) -> (Duration, usize, Histogram, Histogram) {
     with_reader(
         |k| cache.get(&k),
         &live,
+        // moka's TTL runs on real time: wait for its entries' deadline.
         || thread::sleep(deadline.saturating_duration_since(Instant::now())),
         || {
             // Housekeeping works in bounded batches (and also runs on the
