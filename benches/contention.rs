@@ -33,6 +33,8 @@ use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode};
 
 const STORM_THREADS: usize = 16;
 const STORM_KEYS: u64 = 64;
+/// The storm's operation: a 200 µs sleep standing in for I/O, as the issue
+/// specifies; the storm measures what duplicates do while it is slow.
 const STORM_OP: Duration = Duration::from_micros(200);
 
 /// (storms run, storms whose execution count was not exactly 64, most
