@@ -13,8 +13,8 @@
 //!
 //! # Publication
 //!
-//! A node's mutable state is one atomic word: three flag bits and a 61-bit
-//! deadline (nanoseconds on the store clock, saturating at about 73 years).
+//! A node's mutable state is one atomic word: two flag bits and a 62-bit
+//! deadline (nanoseconds on the store clock, saturating at about 146 years).
 //! Readers load it once with `Acquire` and get the state and the deadline
 //! that belong together. All writes happen under the owning shard's lock.
 //! `complete` writes the value first, then stores the word with `COMPLETED`
@@ -33,10 +33,8 @@ const COMPLETED: u64 = 1 << 63;
 /// A `Flight` for this node's token sits in the shard's flight map. Read and
 /// written only under the shard lock.
 const HAS_FLIGHT: u64 = 1 << 62;
-/// `fingerprint` holds the claim's fingerprint. Fixed at construction.
-const FINGERPRINTED: u64 = 1 << 61;
 /// The deadline bits.
-const DEADLINE: u64 = FINGERPRINTED - 1;
+const DEADLINE: u64 = HAS_FLIGHT - 1;
 
 /// What a reader sees of a node at a given time.
 pub(crate) enum View<'a, V> {
@@ -49,13 +47,16 @@ pub(crate) enum View<'a, V> {
     Expired,
 }
 
+/// Every field earns its place: a `u64 -> u64` node is 48 bytes. The hash
+/// is not stored (chains compare keys, and a resize rehashes), and the
+/// fingerprint, which plain claims do not have, lives in its own small
+/// allocation.
 pub(crate) struct Node<K, V> {
-    pub(crate) hash: u64,
     pub(crate) key: K,
     /// The fencing token of the claim that created this node.
     pub(crate) token: u64,
-    /// Meaningful only with `FINGERPRINTED`.
-    fingerprint: Fingerprint,
+    /// The claim's fingerprint, if it had one. Fixed at construction.
+    fingerprint: Option<Box<Fingerprint>>,
     /// Flags and deadline: the lease deadline while in flight, the retention
     /// deadline once completed.
     word: AtomicU64,
@@ -73,23 +74,16 @@ unsafe impl<K: Send, V: Send> Send for Node<K, V> {}
 
 impl<K, V> Node<K, V> {
     pub(crate) fn in_flight(
-        hash: u64,
         key: K,
         token: u64,
         fingerprint: Option<Fingerprint>,
         lease_deadline: u64,
     ) -> Self {
-        let flag = if fingerprint.is_some() {
-            FINGERPRINTED
-        } else {
-            0
-        };
         Node {
-            hash,
             key,
             token,
-            fingerprint: fingerprint.unwrap_or(Fingerprint::from_bytes([0; 16])),
-            word: AtomicU64::new(flag | lease_deadline.min(DEADLINE)),
+            fingerprint: fingerprint.map(Box::new),
+            word: AtomicU64::new(lease_deadline.min(DEADLINE)),
             value: UnsafeCell::new(MaybeUninit::uninit()),
             next: Atomic::null(),
         }
@@ -97,8 +91,7 @@ impl<K, V> Node<K, V> {
 
     /// The claim's fingerprint, if it had one.
     pub(crate) fn fingerprint(&self) -> Option<Fingerprint> {
-        // Relaxed: FINGERPRINTED never changes after construction.
-        (self.word.load(Ordering::Relaxed) & FINGERPRINTED != 0).then_some(self.fingerprint)
+        self.fingerprint.as_deref().copied()
     }
 
     pub(crate) fn view(&self, now: u64) -> View<'_, V> {
@@ -177,24 +170,21 @@ impl<K, V> Drop for Node<K, V> {
 mod tests {
     use super::*;
 
-    /// Memory budget: a `u64 -> u64` entry's node is one 64-byte block.
+    /// Memory budget: a `u64 -> u64` entry's node is 48 bytes.
     #[test]
-    fn node_of_u64_pair_is_64_bytes() {
-        assert_eq!(std::mem::size_of::<Node<u64, u64>>(), 64);
+    fn node_of_u64_pair_is_48_bytes() {
+        assert_eq!(std::mem::size_of::<Node<u64, u64>>(), 48);
     }
 
     #[test]
     fn deadlines_saturate_instead_of_clobbering_flags() {
-        let node: Node<u8, u8> =
-            Node::in_flight(0, 1, 1, Some(Fingerprint::of_bytes(b"x")), u64::MAX);
-        assert!(node.fingerprint().is_some());
+        let node: Node<u8, u8> = Node::in_flight(1, 1, Some(Fingerprint::of_bytes(b"x")), u64::MAX);
+        node.set_has_flight();
+        assert!(node.has_flight(), "HAS_FLIGHT survives a saturated lease");
         assert!(matches!(node.view(DEADLINE - 1), View::InFlight));
         node.complete(5, u64::MAX);
         assert!(matches!(node.view(DEADLINE - 1), View::Completed(5)));
         assert!(matches!(node.view(u64::MAX), View::Expired));
-        assert!(
-            node.fingerprint().is_some(),
-            "flags survive a saturated deadline"
-        );
+        assert!(node.fingerprint().is_some());
     }
 }

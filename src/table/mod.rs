@@ -124,6 +124,7 @@ where
                 lease_deadline,
             },
             &self.common,
+            &|key| self.hash(key),
             &self.pin(),
         )
     }

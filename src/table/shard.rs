@@ -218,6 +218,9 @@ type Orphan<V> = (Arc<Flight<V>>, Result<V, WaitError>);
 type Link<'g, K, V> = &'g Atomic<Node<K, V>>;
 type NodePtr<'g, K, V> = Shared<'g, Node<K, V>>;
 
+/// The store's hash function, for a resize to place nodes by.
+pub(crate) type Rehash<'a, K> = &'a dyn Fn(&K) -> u64;
+
 impl<V: Clone> Drop for Orphans<V> {
     fn drop(&mut self) {
         for (flight, result) in self.0.drain(..) {
@@ -267,7 +270,7 @@ where
         // SAFETY: nodes reached from a live array are retired through the
         // epoch only after being unlinked, so each stays valid for `'g`.
         while let Some(node) = unsafe { current.as_ref() } {
-            if node.hash == hash && node.key.borrow() == key {
+            if node.key.borrow() == key {
                 return Some(node);
             }
             current = node.next.load(Ordering::Acquire, guard);
@@ -378,9 +381,7 @@ where
             // SAFETY: as in `find`.
             match unsafe { current.as_ref() } {
                 None => return (link, None),
-                Some(node) if node.hash == hash && node.key.borrow() == key => {
-                    return (link, Some(current))
-                }
+                Some(node) if node.key.borrow() == key => return (link, Some(current)),
                 Some(node) => link = &node.next,
             }
         }
@@ -415,11 +416,19 @@ where
         );
     }
 
-    /// Links a new in-flight node at the head of its chain. Shard lock only.
-    fn link(&self, writer: &mut Writer<V>, node: Node<K, V>, guard: &Guard) {
+    /// Links a new in-flight node at the head of `hash`'s chain. Shard lock
+    /// only.
+    fn link(
+        &self,
+        writer: &mut Writer<V>,
+        hash: u64,
+        node: Node<K, V>,
+        rehash: Rehash<'_, K>,
+        guard: &Guard,
+    ) {
         // SAFETY: as in `find_link`.
         let buckets = unsafe { self.buckets.load(Ordering::Acquire, guard).deref() };
-        let head = buckets.head(node.hash);
+        let head = buckets.head(hash);
         let node = Owned::new(node);
         node.next
             .store(head.load(Ordering::Acquire, guard), Ordering::Relaxed);
@@ -428,18 +437,19 @@ where
         head.store(node, Ordering::Release);
         writer.in_flight += 1;
         if self.add_len(1) > buckets.slots.len() {
-            self.grow(guard);
+            self.grow(rehash, guard);
         }
     }
 
     /// Doubles the bucket array, moving every node into it. Shard lock only.
     ///
     /// Nodes are relinked in place, not copied, so nothing is allocated or
-    /// freed per entry. A reader walking an old chain meanwhile may be led
+    /// freed per entry; nodes do not store their hash, so `rehash` recomputes
+    /// it. A reader walking an old chain meanwhile may be led
     /// off it and miss a key that is there; the odd `resizes` count tells it
     /// to confirm a miss under the lock (see `lookup`). It can never find a
     /// wrong key, and nodes stay valid: none is freed here.
-    fn grow(&self, guard: &Guard) {
+    fn grow(&self, rehash: Rehash<'_, K>, guard: &Guard) {
         let old = self.buckets.load(Ordering::Acquire, guard);
         // SAFETY: as in `find_link`.
         let old_ref = unsafe { old.deref() };
@@ -455,7 +465,7 @@ where
             // SAFETY: as in `find`.
             while let Some(node) = unsafe { current.as_ref() } {
                 let next = node.next.load(Ordering::Relaxed, guard);
-                let new_head = grown.head(node.hash);
+                let new_head = grown.head(rehash(&node.key));
                 node.next
                     .store(new_head.load(Ordering::Relaxed, guard), Ordering::Relaxed);
                 new_head.store(current, Ordering::Relaxed);
@@ -470,6 +480,9 @@ where
         // SAFETY: the old array was just replaced; readers still in it are
         // pinned.
         unsafe { guard.defer_destroy(old) };
+        // Hand the old array to the collector now: left in this thread's
+        // bag, it would stay allocated until the bag filled up.
+        guard.flush();
     }
 
     /// The atomic check-and-insert behind every claim (rule 1).
@@ -480,6 +493,7 @@ where
         fingerprint: Option<Fingerprint>,
         at: ClaimTime,
         common: &Common,
+        rehash: Rehash<'_, K>,
         guard: &Guard,
     ) -> Result<Claimed<V>, ClaimError> {
         let ClaimTime {
@@ -544,7 +558,9 @@ where
         let token = common.tokens.fetch_add(1, Ordering::Relaxed) + 1;
         self.link(
             &mut writer,
-            Node::in_flight(hash, key, token, fingerprint, lease_deadline),
+            hash,
+            Node::in_flight(key, token, fingerprint, lease_deadline),
+            rehash,
             guard,
         );
         counters.bump(Event::Claim);
