@@ -76,7 +76,7 @@ impl<K, V> Builder<K, V> {
 
 impl<K, V, S> Builder<K, V, S> {
     /// How long a completed result is replayed, counted from completion
-    /// (rule 11). Deadlines saturate at about 73 years. [`Ticket::complete_with_ttl`](crate::Ticket::complete_with_ttl)
+    /// (rule 11). Deadlines saturate at about 146 years. [`Ticket::complete_with_ttl`](crate::Ticket::complete_with_ttl)
     /// overrides it per entry.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;

@@ -20,6 +20,23 @@ pub(crate) type Counter = std::sync::atomic::AtomicU64;
 /// The manual clock's current time: a plain `std` atomic in every build.
 pub(crate) type ClockCell = std::sync::atomic::AtomicU64;
 
+/// Asks the CPU to start loading `ptr`'s cache line, for a walk that will
+/// get there shortly. Only a hint: it never faults, whatever `ptr` is, and
+/// it is a no-op off x86-64 and under loom and miri.
+#[inline(always)]
+pub(crate) fn prefetch<T>(ptr: *const T) {
+    #[cfg(all(target_arch = "x86_64", not(idemstore_loom), not(miri)))]
+    // SAFETY: `prefetcht0` is in the x86-64 baseline (SSE) and does not
+    // access memory architecturally: any address, even an invalid one, is
+    // allowed.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(ptr.cast());
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(idemstore_loom), not(miri))))]
+    let _ = ptr;
+}
+
 #[cfg(not(idemstore_loom))]
 mod imp {
     pub(crate) use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};

@@ -15,7 +15,7 @@ use crate::fingerprint::Fingerprint;
 use crate::stats::{Counters, Stats};
 use crate::store::Config;
 use crate::sync::{Arc, AtomicU64, Epoch, Guard, Mutex, Ordering};
-use shard::{Capacity, ClaimTime, Common, Reclaim, Shard};
+use shard::{Capacity, ClaimTime, Common, Reclaim, Reclaimable, Shard};
 pub(crate) use shard::{Claimed, Joined, Lookup};
 
 /// Buckets each shard starts with.
@@ -191,7 +191,7 @@ where
     /// Frees the queued batches, outside the queue's lock.
     fn free_reclaimed(&self) {
         let batches = std::mem::take(&mut *self.reclaim.lock());
-        drop(batches);
+        Reclaimable::free_all(batches);
     }
 
     /// A sweep to make room in a full store, at most once per millisecond of

@@ -39,6 +39,11 @@ use crate::sync::{
 use crate::table::entry::{Node, View};
 use crate::wait::Flight;
 
+/// How many buckets ahead a whole-array walk (sweep, resize) starts loading
+/// chain heads: nodes sit at random addresses, so a walk that waits for each
+/// one pays a full cache miss per node.
+const PREFETCH_AHEAD: usize = 8;
+
 /// Chain heads; a power-of-two count.
 struct Buckets<K, V> {
     slots: Box<[Atomic<Node<K, V>>]>,
@@ -54,6 +59,21 @@ impl<K, V> Buckets<K, V> {
     fn head(&self, hash: u64) -> &Atomic<Node<K, V>> {
         &self.slots[hash as usize & (self.slots.len() - 1)]
     }
+}
+
+/// Starts loading the first node of the chain at `slots[index]`, if any.
+/// Shard lock only: no node can be freed meanwhile, though the hint would be
+/// harmless even then.
+#[inline(always)]
+fn prefetch_chain<K, V>(slots: &[Atomic<Node<K, V>>], index: usize, guard: &Guard) {
+    // Under loom the extra load would only widen the model.
+    #[cfg(not(idemstore_loom))]
+    if let Some(head) = slots.get(index) {
+        // Relaxed: a hint; the walk itself loads the link properly.
+        crate::sync::prefetch(head.load(Ordering::Relaxed, guard).as_raw());
+    }
+    #[cfg(idemstore_loom)]
+    let _ = (slots, index, guard);
 }
 
 /// State only writers touch, under the shard lock.
@@ -196,6 +216,22 @@ pub(crate) struct Reclaimable<K, V>(Vec<*mut Node<K, V>>);
 // freeing drops their keys and values, so it may move to another thread
 // exactly when the keys and values may.
 unsafe impl<K: Send, V: Send> Send for Reclaimable<K, V> {}
+
+impl<K, V> Reclaimable<K, V> {
+    /// Frees `batches`, in address order. Sweeps unlink nodes in hash order,
+    /// which is random in memory: freed in that order, every node costs a
+    /// cache miss in its drop and more in the allocator's bookkeeping.
+    /// Sorted, both walk memory mostly forwards.
+    pub(crate) fn free_all(batches: Vec<Self>) {
+        let total = batches.iter().map(|batch| batch.0.len()).sum();
+        let mut nodes = Vec::with_capacity(total);
+        for mut batch in batches {
+            nodes.append(&mut batch.0);
+        }
+        nodes.sort_unstable();
+        drop(Reclaimable(nodes));
+    }
+}
 
 impl<K, V> Drop for Reclaimable<K, V> {
     fn drop(&mut self) {
@@ -460,7 +496,8 @@ where
         // Release fence pairs with the Acquire fence in `lookup`: a reader
         // that sees any relinked pointer below also sees the odd count.
         fence(Ordering::Release);
-        for head in old_ref.slots.iter() {
+        for (index, head) in old_ref.slots.iter().enumerate() {
+            prefetch_chain(&old_ref.slots, index + PREFETCH_AHEAD, guard);
             let mut current = head.load(Ordering::Relaxed, guard);
             // SAFETY: as in `find`.
             while let Some(node) = unsafe { current.as_ref() } {
@@ -714,7 +751,9 @@ where
         let start = from.min(buckets.slots.len());
         let end = start.saturating_add(budget.max(1)).min(buckets.slots.len());
         let mut retired = Retired(Vec::new());
-        for head in &buckets.slots[start..end] {
+        let range = &buckets.slots[start..end];
+        for (index, head) in range.iter().enumerate() {
+            prefetch_chain(range, index + PREFETCH_AHEAD, guard);
             let mut link = head;
             loop {
                 let current = link.load(Ordering::Acquire, guard);
