@@ -15,7 +15,7 @@ use crate::fingerprint::Fingerprint;
 use crate::stats::{Counters, Stats};
 use crate::store::Config;
 use crate::sync::{Arc, AtomicU64, Epoch, Guard, Mutex, Ordering};
-use shard::{Capacity, ClaimTime, Common, Reclaim, Reclaimable, Shard};
+use shard::{Capacity, ClaimArgs, Common, Reclaim, Reclaimable, Shard};
 pub(crate) use shard::{Claimed, Joined, Lookup};
 
 /// Buckets each shard starts with.
@@ -118,8 +118,8 @@ where
         self.shard(hash).claim(
             hash,
             key,
-            fingerprint,
-            ClaimTime {
+            ClaimArgs {
+                fingerprint,
                 now,
                 lease_deadline,
             },

@@ -84,9 +84,11 @@ struct Writer<V> {
     flights: HashMap<u64, Arc<Flight<V>>>,
 }
 
-/// When a claim happens, and when its lease would end.
+/// What a claim brings besides its key: its fingerprint, when it happens,
+/// and when its lease would end.
 #[derive(Clone, Copy)]
-pub(crate) struct ClaimTime {
+pub(crate) struct ClaimArgs {
+    pub(crate) fingerprint: Option<Fingerprint>,
     pub(crate) now: u64,
     pub(crate) lease_deadline: u64,
 }
@@ -527,16 +529,16 @@ where
         &self,
         hash: u64,
         key: K,
-        fingerprint: Option<Fingerprint>,
-        at: ClaimTime,
+        args: ClaimArgs,
         common: &Common,
         rehash: Rehash<'_, K>,
         guard: &Guard,
     ) -> Result<Claimed<V>, ClaimError> {
-        let ClaimTime {
+        let ClaimArgs {
+            fingerprint,
             now,
             lease_deadline,
-        } = at;
+        } = args;
         let counters = &common.counters;
         let mut orphans = Orphans(Vec::new());
         let mut writer = self.writer.lock();
