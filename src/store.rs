@@ -206,6 +206,7 @@ where
     /// ```
     pub fn claim(&self, key: K) -> Result<Claim<K, V, S>, ClaimError> {
         self.claim_inner(key, None)
+            .map(|claim| self.to_public(claim))
     }
 
     /// Claims `key` for a request whose payload has `fingerprint`. If the
@@ -228,13 +229,26 @@ where
         fingerprint: Fingerprint,
     ) -> Result<Claim<K, V, S>, ClaimError> {
         self.claim_inner(key, Some(fingerprint))
+            .map(|claim| self.to_public(claim))
+    }
+
+    /// The public form of a claim: an owner gets a `Ticket`, which holds its
+    /// own handle to the store.
+    fn to_public(&self, claim: RawClaim<K, V>) -> Claim<K, V, S> {
+        match claim {
+            RawClaim::Owner(Owned { key, hash, token }) => {
+                Claim::Owner(Ticket::new(self.clone(), key, hash, token))
+            }
+            RawClaim::Completed(value) => Claim::Completed(value),
+            RawClaim::InFlight(pending) => Claim::InFlight(pending),
+        }
     }
 
     fn claim_inner(
         &self,
         key: K,
         fingerprint: Option<Fingerprint>,
-    ) -> Result<Claim<K, V, S>, ClaimError> {
+    ) -> Result<RawClaim<K, V>, ClaimError> {
         let table = &self.inner.table;
         let hash = table.hash(&key);
         let now = self.now();
@@ -248,7 +262,7 @@ where
             };
             table.counters().bump(event);
             return if agree {
-                Ok(Claim::Completed(value))
+                Ok(RawClaim::Completed(value))
             } else {
                 Err(ClaimError::Mismatch)
             };
@@ -265,9 +279,9 @@ where
         }
         let claimed = claimed?;
         Ok(match claimed {
-            Claimed::Owner(token) => Claim::Owner(Ticket::new(self.clone(), key, hash, token)),
-            Claimed::Completed(value) => Claim::Completed(value),
-            Claimed::InFlight(flight) => Claim::InFlight(Pending::new(key, flight)),
+            Claimed::Owner(token) => RawClaim::Owner(Owned { key, hash, token }),
+            Claimed::Completed(value) => RawClaim::Completed(value),
+            Claimed::InFlight(flight) => RawClaim::InFlight(Pending::new(key, flight)),
         })
     }
 
@@ -416,10 +430,12 @@ where
         F: FnOnce() -> Result<V, E>,
     {
         loop {
-            match self.claim(key.clone())? {
-                Claim::Owner(ticket) => return Self::finish(ticket, operation()),
-                Claim::Completed(value) => return Ok(Outcome::Replayed(value)),
-                Claim::InFlight(pending) => match pending.wait() {
+            match self.claim_inner(key.clone(), None)? {
+                // The guard exists before the operation runs, so a panic in
+                // it abandons the claim.
+                RawClaim::Owner(owned) => return Owning::new(self, owned).finish(operation()),
+                RawClaim::Completed(value) => return Ok(Outcome::Replayed(value)),
+                RawClaim::InFlight(pending) => match pending.wait() {
                     Ok(value) => return Ok(Outcome::Replayed(value)),
                     Err(e) => Self::retry_after(e)?,
                 },
@@ -454,31 +470,15 @@ where
         Fut: Future<Output = Result<V, E>>,
     {
         loop {
-            match self.claim(key.clone())? {
-                Claim::Owner(ticket) => return Self::finish(ticket, operation().await),
-                Claim::Completed(value) => return Ok(Outcome::Replayed(value)),
-                Claim::InFlight(pending) => match pending.into_future().await {
+            match self.claim_inner(key.clone(), None)? {
+                RawClaim::Owner(owned) => {
+                    return Owning::new(self, owned).finish(operation().await)
+                }
+                RawClaim::Completed(value) => return Ok(Outcome::Replayed(value)),
+                RawClaim::InFlight(pending) => match pending.into_future().await {
                     Ok(value) => return Ok(Outcome::Replayed(value)),
                     Err(e) => Self::retry_after(e)?,
                 },
-            }
-        }
-    }
-
-    fn finish<E>(
-        ticket: Ticket<K, V, S>,
-        result: Result<V, E>,
-    ) -> Result<Outcome<V>, ExecuteError<E>> {
-        match result {
-            Ok(value) => {
-                // Superseded: the value stands for this caller but another
-                // owner's result is the stored one (documented above).
-                let _ = ticket.complete(value.clone());
-                Ok(Outcome::Executed(value))
-            }
-            Err(e) => {
-                ticket.abandon();
-                Err(ExecuteError::Failed(e))
             }
         }
     }
@@ -552,5 +552,84 @@ where
     #[doc(hidden)]
     pub fn waiters(&self) -> usize {
         self.inner.table.waiters()
+    }
+}
+
+/// A claim's ownership before anything guards it: what a [`Ticket`] or an
+/// [`Owning`] is made of. Nothing may run between its making and its guard's.
+pub(crate) struct Owned<K> {
+    key: K,
+    hash: u64,
+    token: u64,
+}
+
+/// A claim before it reaches the caller.
+pub(crate) enum RawClaim<K, V> {
+    Owner(Owned<K>),
+    Completed(V),
+    InFlight(Pending<K, V>),
+}
+
+/// An owner's claim inside the store: a [`Ticket`] that borrows the store
+/// instead of holding a handle. `execute` owns through this, which saves an
+/// `Arc` clone and drop per call, a contended atomic pair when threads
+/// share the store. Dropping it (a panic in the operation, a cancelled
+/// future) abandons the claim, as dropping a `Ticket` does.
+struct Owning<'a, K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    store: &'a Store<K, V, S>,
+    owned: Owned<K>,
+    /// Cleared once the claim is completed.
+    live: bool,
+}
+
+impl<'a, K, V, S> Owning<'a, K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    fn new(store: &'a Store<K, V, S>, owned: Owned<K>) -> Self {
+        Owning {
+            store,
+            owned,
+            live: true,
+        }
+    }
+
+    /// Completes with the operation's value, or abandons on its error.
+    fn finish<E>(mut self, result: Result<V, E>) -> Result<Outcome<V>, ExecuteError<E>> {
+        match result {
+            Ok(value) => {
+                self.live = false;
+                let Owned { key, hash, token } = &self.owned;
+                // Superseded: the value stands for this caller but another
+                // owner's result is the stored one (documented above).
+                let _ = self
+                    .store
+                    .complete_token(*hash, key, *token, value.clone(), None);
+                Ok(Outcome::Executed(value))
+            }
+            // Dropping `self` abandons the claim.
+            Err(e) => Err(ExecuteError::Failed(e)),
+        }
+    }
+}
+
+impl<K, V, S> Drop for Owning<'_, K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    fn drop(&mut self) {
+        if self.live {
+            let Owned { key, hash, token } = &self.owned;
+            self.store.abandon_token(*hash, key, *token);
+        }
     }
 }

@@ -111,6 +111,36 @@ fn sweep_reclaims_only_expired_entries() {
 /// Rule 13: the background sweeper reclaims memory while the store is idle,
 /// and stops when the last handle drops (it holds only a weak reference, so
 /// the values are dropped).
+/// Rule 13: a sweep skips shards where nothing can have expired, judged by
+/// the earliest deadline it knows. A completion with a short TTL after a
+/// pass must lower that floor, or the sweep would skip the entry it
+/// expires.
+#[test]
+fn sweeps_reclaim_entries_whose_deadline_moved_after_a_pass() {
+    let clock = ManualClock::new();
+    let store: Store<u8, u8> = Store::builder()
+        .ttl(TTL)
+        .lease(LEASE)
+        .shards(1)
+        .clock(clock.clone())
+        .background_sweeper(false)
+        .build()
+        .expect("valid config");
+    let _ = store.execute(1, || Ok::<_, ()>(1));
+    let Ok(Claim::Owner(owner)) = store.claim(2) else {
+        panic!("owner")
+    };
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(store.sweep(), 0, "a pass: floor at key 2's lease");
+    owner
+        .complete_with_ttl(2, Duration::from_secs(1))
+        .expect("complete");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(store.get(&2), None, "key 2 expired, well before its lease");
+    assert_eq!(store.sweep(), 1, "and is swept");
+    assert_eq!(store.get(&1), Some(1));
+}
+
 #[test]
 fn background_sweeper_runs_while_idle_and_stops_with_the_store() {
     let clock = ManualClock::new();

@@ -110,6 +110,12 @@ impl<K, V> Node<K, V> {
         View::Completed(unsafe { self.value.with(|v| (*v).assume_init_ref()) })
     }
 
+    /// The current deadline. Shard lock only.
+    pub(crate) fn deadline(&self) -> u64 {
+        // Relaxed: only lock holders write the word.
+        self.word.load(Ordering::Relaxed) & DEADLINE
+    }
+
     pub(crate) fn is_completed(&self) -> bool {
         self.word.load(Ordering::Acquire) & COMPLETED != 0
     }

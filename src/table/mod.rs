@@ -15,7 +15,7 @@ use crate::fingerprint::Fingerprint;
 use crate::stats::{Counters, Stats};
 use crate::store::Config;
 use crate::sync::{Arc, AtomicU64, Epoch, Guard, Mutex, Ordering};
-use shard::{Capacity, ClaimArgs, Common, Reclaim, Reclaimable, Shard};
+use shard::{Capacity, ClaimArgs, Common, Reclaim, Reclaimable, Shard, SweepPass};
 pub(crate) use shard::{Claimed, Joined, Lookup};
 
 /// Buckets each shard starts with.
@@ -170,18 +170,24 @@ where
         self.free_reclaimed();
         let mut removed = 0;
         for shard in self.shards.iter() {
-            let mut from = Some(0);
-            while let Some(start) = from {
+            let mut pass = SweepPass::new();
+            loop {
                 let guard = self.pin();
-                let (n, next) =
-                    shard
-                        .0
-                        .sweep_range(now, start, budget, &self.common, &self.reclaim, &guard);
+                let (n, done) = shard.0.sweep_range(
+                    now,
+                    &mut pass,
+                    budget,
+                    &self.common,
+                    &self.reclaim,
+                    &guard,
+                );
                 removed += n;
-                from = next;
                 // Hand retired nodes to the collector now rather than when
                 // this thread's local bag fills up.
                 guard.flush();
+                if done {
+                    break;
+                }
             }
         }
         self.free_reclaimed();

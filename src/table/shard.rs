@@ -23,6 +23,12 @@
 //!   only if `resizes` was even and unchanged across the walk (a seqlock
 //!   check); otherwise it is confirmed under the lock. Writers always work on
 //!   the current array under the lock.
+//! * A sweep walks a shard in passes of bounded lock holds. The writer state
+//!   keeps a floor under every deadline in the shard (lowered by each
+//!   deadline written, set by a pass that saw the whole shard), and a pass
+//!   that starts below the floor ends at once: a sweeper on a store where
+//!   nothing expires walks nothing. Overlapping passes are numbered, and only
+//!   the latest may set the floor.
 //! * The flight map holds the rendezvous for duplicates of each in-flight
 //!   token that has any; see `wait.rs`. It is changed only under `writer`.
 //!   Flights detached by a change are resolved after the lock is released.
@@ -82,6 +88,38 @@ struct Writer<V> {
     in_flight: usize,
     /// Flights of in-flight tokens that have duplicates waiting.
     flights: HashMap<u64, Arc<Flight<V>>>,
+    /// At most the earliest deadline of any node in the shard, so a sweep
+    /// can skip a shard where nothing can have expired instead of walking
+    /// every node. Lowered by every deadline written; raised only by a
+    /// sweep pass that saw the whole shard (`pass_min`).
+    earliest: u64,
+    /// The pass whose `pass_min` counts: a later pass supersedes it.
+    pass: u64,
+    /// The current pass's earliest survivor, and every deadline written
+    /// since the pass began.
+    pass_min: u64,
+}
+
+impl<V> Writer<V> {
+    /// Records a deadline just written to a node.
+    fn note_deadline(&mut self, deadline: u64) {
+        self.earliest = self.earliest.min(deadline);
+        self.pass_min = self.pass_min.min(deadline);
+    }
+}
+
+/// Where a sweep of one shard stands between lock holds.
+pub(crate) struct SweepPass {
+    /// The next bucket to visit.
+    next: usize,
+    /// This pass's number in the shard's `Writer::pass`; 0 before it begins.
+    id: u64,
+}
+
+impl SweepPass {
+    pub(crate) fn new() -> Self {
+        SweepPass { next: 0, id: 0 }
+    }
 }
 
 /// What a claim brings besides its key: its fingerprint, when it happens,
@@ -274,6 +312,9 @@ impl<K, V> Shard<K, V> {
             writer: Mutex::new(Writer {
                 in_flight: 0,
                 flights: HashMap::new(),
+                earliest: u64::MAX,
+                pass: 0,
+                pass_min: u64::MAX,
             }),
             len: AtomicUsize::new(0),
             resizes: AtomicU64::new(0),
@@ -464,6 +505,7 @@ where
         rehash: Rehash<'_, K>,
         guard: &Guard,
     ) {
+        let deadline = node.deadline();
         // SAFETY: as in `find_link`.
         let buckets = unsafe { self.buckets.load(Ordering::Acquire, guard).deref() };
         let head = buckets.head(hash);
@@ -474,6 +516,7 @@ where
         // built before it becomes reachable.
         head.store(node, Ordering::Release);
         writer.in_flight += 1;
+        writer.note_deadline(deadline);
         if self.add_len(1) > buckets.slots.len() {
             self.grow(rehash, guard);
         }
@@ -644,6 +687,7 @@ where
             }
         }
         node.complete(value, expires_at);
+        writer.note_deadline(node.deadline());
         writer.in_flight -= 1;
         Ok(())
     }
@@ -686,12 +730,14 @@ where
         deadline: u64,
         guard: &Guard,
     ) -> bool {
-        let _writer = self.writer.lock();
+        let mut writer = self.writer.lock();
         let Some((_, shared)) = self.current(hash, key, token, guard) else {
             return false;
         };
         // SAFETY: found under the lock in the current array.
-        unsafe { shared.deref() }.set_deadline(deadline);
+        let node = unsafe { shared.deref() };
+        node.set_deadline(deadline);
+        writer.note_deadline(node.deadline());
         true
     }
 
@@ -729,28 +775,40 @@ where
         live
     }
 
-    /// Removes expired entries from the buckets `from..from + budget` of the
-    /// current array, under one lock hold. In-flight entries go only once
-    /// their lease has passed; their waiters get [`WaitError::LeaseExpired`]
-    /// (rule 13). Returns the entries removed and where to go on, or `None`
-    /// once past the last bucket.
+    /// Removes expired entries from the next `budget` buckets of `pass`,
+    /// under one lock hold. In-flight entries go only once their lease has
+    /// passed; their waiters get [`WaitError::LeaseExpired`] (rule 13).
+    /// Returns the entries removed and whether the pass is over.
     ///
-    /// If the array grows between calls, an entry from an old bucket `i`
-    /// lands in `i` or `i + old_len`, so going on from `from` misses nothing.
+    /// A pass that begins when nothing in the shard can have expired ends at
+    /// once. If the array grows between calls, an entry from an old bucket
+    /// `i` lands in `i` or `i + old_len`, so going on from `pass.next` misses
+    /// nothing; a pass that reaches the end has therefore seen every node
+    /// that was there when it began, and sets `earliest` from the survivors
+    /// and the deadlines written meanwhile.
     pub(crate) fn sweep_range(
         &self,
         now: u64,
-        from: usize,
+        pass: &mut SweepPass,
         budget: usize,
         common: &Common,
         reclaim: &Reclaim<K, V>,
         guard: &Guard,
-    ) -> (usize, Option<usize>) {
+    ) -> (usize, bool) {
         let mut orphans = Orphans(Vec::new());
         let mut writer = self.writer.lock();
+        if pass.id == 0 {
+            if now < writer.earliest {
+                return (0, true);
+            }
+            writer.pass += 1;
+            writer.pass_min = u64::MAX;
+            pass.id = writer.pass;
+        }
+        let mut survivors_min = u64::MAX;
         // SAFETY: as in `find_link`.
         let buckets = unsafe { self.buckets.load(Ordering::Acquire, guard).deref() };
-        let start = from.min(buckets.slots.len());
+        let start = pass.next.min(buckets.slots.len());
         let end = start.saturating_add(budget.max(1)).min(buckets.slots.len());
         let mut retired = Retired(Vec::new());
         let range = &buckets.slots[start..end];
@@ -774,17 +832,26 @@ where
                     );
                     retired.0.push(current.as_raw().cast_mut());
                 } else {
+                    survivors_min = survivors_min.min(node.deadline());
                     link = &node.next;
                 }
             }
         }
+        let done = end == buckets.slots.len();
+        if writer.pass == pass.id {
+            writer.pass_min = writer.pass_min.min(survivors_min);
+            if done {
+                writer.earliest = writer.pass_min;
+            }
+        }
+        pass.next = end;
         drop(writer);
         let removed = retired.0.len();
         // SAFETY: every node in the batch was unlinked above.
         unsafe { retired.defer(reclaim, guard) };
         common.capacity.release(removed);
         common.counters.add(Event::Expiration, removed as u64);
-        (removed, (end < buckets.slots.len()).then_some(end))
+        (removed, done)
     }
 
     /// Entries in flight in this shard.
@@ -826,5 +893,106 @@ impl<K, V> Drop for Shard<K, V> {
         for flight in writer.flights.values() {
             flight.abandon();
         }
+    }
+}
+
+#[cfg(all(test, not(idemstore_loom)))]
+mod tests {
+    use super::*;
+    use crate::sync::Epoch;
+
+    /// A shard of four buckets whose keys are their own hashes, so the test
+    /// decides which bucket each key lands in.
+    struct Fixture {
+        shard: Shard<u64, u64>,
+        common: Common,
+        reclaim: Reclaim<u64, u64>,
+        epoch: Epoch,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Fixture {
+                shard: Shard::new(4),
+                common: Common {
+                    tokens: AtomicU64::new(0),
+                    capacity: Capacity::new(None),
+                    counters: Counters::default(),
+                },
+                reclaim: Arc::new(Mutex::new(Vec::new())),
+                epoch: Epoch::new(),
+            }
+        }
+
+        /// Claims `key` (its own bucket) with a lease ending at `deadline`.
+        fn claim(&self, key: u64, deadline: u64) {
+            let args = ClaimArgs {
+                fingerprint: None,
+                now: 0,
+                lease_deadline: deadline,
+            };
+            let claimed =
+                self.shard
+                    .claim(key, key, args, &self.common, &|k| *k, &self.epoch.pin());
+            assert!(matches!(claimed, Ok(Claimed::Owner(_))));
+        }
+
+        /// One step of `pass`: returns the entries removed and whether the
+        /// pass is over.
+        fn step(&self, now: u64, pass: &mut SweepPass, budget: usize) -> (usize, bool) {
+            let guard = self.epoch.pin();
+            self.shard
+                .sweep_range(now, pass, budget, &self.common, &self.reclaim, &guard)
+        }
+
+        fn full_pass(&self, now: u64) -> (usize, usize) {
+            let (mut pass, mut removed, mut steps) = (SweepPass::new(), 0, 0);
+            loop {
+                let (n, done) = self.step(now, &mut pass, 1);
+                removed += n;
+                steps += 1;
+                if done {
+                    return (removed, steps);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_pass_skips_a_shard_where_nothing_can_have_expired() {
+        let f = Fixture::new();
+        f.claim(1, 50);
+        f.claim(2, 70);
+        assert_eq!(f.full_pass(49), (0, 1), "nothing before 50: skipped");
+        assert_eq!(
+            f.full_pass(50),
+            (1, 4),
+            "key 1 expired: every bucket walked"
+        );
+        assert_eq!(
+            f.full_pass(69),
+            (0, 1),
+            "the survivor's 70 is the new floor"
+        );
+        f.claim(3, 20);
+        assert_eq!(f.full_pass(20), (1, 4), "a new deadline lowers the floor");
+    }
+
+    /// Two sweeps of one shard overlap. The earlier one must not set the
+    /// floor when it ends: a later pass reset the running minimum after the
+    /// earlier one had counted key 1's deadline, so the earlier pass's
+    /// minimum (key 2's 50) is above key 1's 5.
+    #[test]
+    fn a_superseded_pass_leaves_the_floor_alone() {
+        let f = Fixture::new();
+        f.claim(4, 1); // bucket 0: makes the passes at 1 walk
+        f.claim(1, 5);
+        f.claim(2, 50);
+        let mut earlier = SweepPass::new();
+        assert_eq!(f.step(1, &mut earlier, 2), (1, false), "buckets 0 and 1");
+        let mut later = SweepPass::new();
+        assert_eq!(f.step(1, &mut later, 1), (0, false), "bucket 0");
+        assert_eq!(f.step(1, &mut earlier, 2), (0, true), "buckets 2 and 3");
+        assert_eq!(f.full_pass(5).0, 1, "key 1 expired at 5 and is swept");
     }
 }
