@@ -12,7 +12,7 @@ use crate::builder::{default_shards, Builder, DEFAULT_LEASE, DEFAULT_TTL};
 use crate::claim::{Claim, Pending, Ticket};
 use crate::clock::{duration_to_nanos, StoreClock, SystemClock};
 use crate::error::{ClaimError, ExecuteError, WaitError};
-use crate::fingerprint::{fingerprints_agree, Fingerprint};
+use crate::fingerprint::Fingerprint;
 use crate::stats::{Event, Stats};
 use crate::sync::Arc;
 use crate::table::{Claimed, Joined, Lookup, Table};
@@ -253,8 +253,7 @@ where
         let hash = table.hash(&key);
         let now = self.now();
         // A replay needs no lock: a completed value never changes.
-        if let Lookup::Completed(value, stored) = table.lookup(hash, &key, now) {
-            let agree = fingerprints_agree(stored, fingerprint);
+        if let Lookup::Completed(value, agree) = table.lookup(hash, &key, now, fingerprint) {
             let event = if agree {
                 Event::Replay
             } else {
@@ -326,7 +325,7 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let table = &self.inner.table;
-        match table.lookup(table.hash(key), key, self.now()) {
+        match table.lookup(table.hash(key), key, self.now(), None) {
             Lookup::Completed(value, _) => Some(value),
             Lookup::Absent | Lookup::InFlight => None,
         }
@@ -395,7 +394,7 @@ where
         let table = &self.inner.table;
         let hash = table.hash(key);
         let now = self.now();
-        match table.lookup(hash, key, now) {
+        match table.lookup(hash, key, now, None) {
             Lookup::Absent => Joined::Absent,
             Lookup::Completed(value, _) => Joined::Completed(value),
             Lookup::InFlight => table.join(hash, key, now),

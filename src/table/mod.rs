@@ -89,12 +89,19 @@ where
     }
 
     /// Lock-free: what `key` holds at `now`.
-    pub(crate) fn lookup<Q>(&self, hash: u64, key: &Q, now: u64) -> Lookup<V>
+    pub(crate) fn lookup<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        now: u64,
+        fingerprint: Option<Fingerprint>,
+    ) -> Lookup<V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.shard(hash).lookup(hash, key, now, &self.pin())
+        self.shard(hash)
+            .lookup(hash, key, now, fingerprint, &self.pin())
     }
 
     /// Under the shard lock: what `key` holds, joining its flight.

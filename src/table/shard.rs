@@ -185,7 +185,9 @@ pub(crate) enum Claimed<V> {
 pub(crate) enum Lookup<V> {
     Absent,
     InFlight,
-    Completed(V, Option<Fingerprint>),
+    /// The value, and whether the stored fingerprint agrees with the one
+    /// the lookup was given (see [`fingerprints_agree`]).
+    Completed(V, bool),
 }
 
 /// What a key holds, read under the lock; an in-flight key's flight joined.
@@ -365,8 +367,17 @@ where
         len
     }
 
-    /// Lock-free: what `key` holds at `now`.
-    pub(crate) fn lookup<Q>(&self, hash: u64, key: &Q, now: u64, guard: &Guard) -> Lookup<V>
+    /// Lock-free: what `key` holds at `now`. A completed value comes with
+    /// whether its fingerprint agrees with `fingerprint`; without one to
+    /// compare, the stored one (a separate allocation) is not read.
+    pub(crate) fn lookup<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        now: u64,
+        fingerprint: Option<Fingerprint>,
+        guard: &Guard,
+    ) -> Lookup<V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
@@ -390,7 +401,11 @@ where
             Some(node) => match node.view(now) {
                 View::Expired => Lookup::Absent,
                 View::InFlight => Lookup::InFlight,
-                View::Completed(value) => Lookup::Completed(value.clone(), node.fingerprint()),
+                View::Completed(value) => {
+                    let agree = fingerprint.is_none()
+                        || fingerprints_agree(node.fingerprint(), fingerprint);
+                    Lookup::Completed(value.clone(), agree)
+                }
             },
         }
     }
