@@ -7,6 +7,11 @@
 //!   into a store created empty for each sample.
 //! * `mixed`: 90% replay of a recent key, 10% fresh, TTL 100 ms, background
 //!   expiry every 50 ms.
+//! * `floor`: not a subject but the machine: one random 64-byte line per
+//!   operation over as many lines as `hit` has keys, with the loads
+//!   overlapped (`independent`) or chained (`dependent`). It shows how much
+//!   of `hit` is memory latency. `IDEMSTORE_BENCH_ONLY` admits it as
+//!   `floor`.
 //!
 //! Each thread runs the measured number of operations; the time reported is
 //! the wall time until the last thread finishes, so it reads as nanoseconds
@@ -28,7 +33,15 @@ use common::{run_threads, splitmix, thread_counts, Cfg, Rng, Subject};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
 
-const HIT_KEYS: usize = 200_000;
+/// Keys prefilled for `hit` and `replay` (and lines in `floor`): 200k, or
+/// `IDEMSTORE_BENCH_HIT_KEYS` to see how the cost moves with the working set.
+fn hit_keys_count() -> usize {
+    std::env::var("IDEMSTORE_BENCH_HIT_KEYS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(200_000)
+}
 
 fn selected<S: Subject>() -> bool {
     common::selected(S::NAME)
@@ -36,7 +49,7 @@ fn selected<S: Subject>() -> bool {
 
 /// The prefilled keys, in a random order shared by all subjects.
 fn hit_keys() -> Arc<[u64]> {
-    let mut keys: Vec<u64> = (0..HIT_KEYS as u64).map(splitmix).collect();
+    let mut keys: Vec<u64> = (0..hit_keys_count() as u64).map(splitmix).collect();
     Rng::new(7).shuffle(&mut keys);
     keys.into()
 }
@@ -122,6 +135,51 @@ fn fresh<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>) {
     }
 }
 
+/// A line of the floor's array: one per key, as idemstore's nodes are.
+#[repr(align(64))]
+struct Line([u64; 8]);
+
+/// The memory floor under `hit`: what touching one random line costs on
+/// this machine, in the same harness. An array of one 64-byte line per
+/// prefilled key, read in a random order two ways:
+///
+/// * `independent`: the addresses come from a shuffled index array, known
+///   ahead, so the CPU overlaps the misses. No table that must touch one
+///   line per random `get` can beat this.
+/// * `dependent`: each line holds the index of the next (one random
+///   cycle), so every load waits for the one before: a full miss per
+///   operation, what each step of a pointer chase (bucket slot, then node)
+///   costs.
+fn floor(c: &mut Criterion) {
+    if !common::selected("floor") {
+        return;
+    }
+    let n = hit_keys_count();
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::new(11).shuffle(&mut order);
+    let mut lines: Vec<Line> = (0..n).map(|_| Line([0; 8])).collect();
+    for w in 0..n {
+        lines[order[w]].0[0] = order[(w + 1) % n] as u64;
+    }
+    let mut g = c.benchmark_group("floor");
+    g.bench_function("independent/1t", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            let v = lines[order[i]].0[1];
+            i = if i + 1 == n { 0 } else { i + 1 };
+            black_box(v)
+        })
+    });
+    g.bench_function("dependent/1t", |b| {
+        let mut at = order[0];
+        b.iter(|| {
+            at = lines[at].0[0] as usize;
+            black_box(at)
+        })
+    });
+    g.finish();
+}
+
 /// Unique fresh keys across threads and samples of `mixed`.
 static NEXT_BASE: AtomicU64 = AtomicU64::new(1);
 
@@ -173,6 +231,8 @@ fn main() {
     common::for_each_subject!(hit(&mut g, &keys));
     g.finish();
 
+    floor(&mut c);
+
     let mut g = c.benchmark_group("replay");
     common::for_each_subject!(replay(&mut g, &keys));
     g.finish();
@@ -194,4 +254,9 @@ fn main() {
         "ns",
         1.0,
     );
+    for way in ["independent", "dependent"] {
+        if let Some(ns) = common::criterion_median("floor", way, "1t") {
+            println!("floor/{way}: {ns:.1} ns per random line");
+        }
+    }
 }

@@ -27,10 +27,19 @@ impl<K, V, S> Table<K, V, S> {
     }
 }
 
-/// Gives each shard its own cache lines, so writers on neighbouring shards
-/// do not slow each other down.
+/// Gives a value its own cache lines (128 bytes: a line and the neighbour
+/// the prefetcher pairs with it), so writes to it do not evict what other
+/// cores read nearby: shards from their neighbours, a shard's lock from its
+/// readers' fields, the token counter from the table's read-mostly fields.
 #[repr(align(128))]
-struct Padded<T>(T);
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 
 pub(crate) struct Table<K, V, S> {
     // Declared before `epoch`: shards free their nodes directly on drop,
@@ -65,7 +74,7 @@ where
             shards: (0..shards).map(|_| Padded(Shard::new(buckets))).collect(),
             hasher,
             common: Common {
-                tokens: AtomicU64::new(0),
+                tokens: Padded(AtomicU64::new(0)),
                 capacity: Capacity::new(max_entries),
                 counters: Counters::default(),
             },

@@ -43,6 +43,7 @@ use crate::sync::{
     fence, Arc, Atomic, AtomicU64, AtomicUsize, Guard, Mutex, Ordering, Owned, Shared,
 };
 use crate::table::entry::{Node, View};
+use crate::table::Padded;
 use crate::wait::Flight;
 
 /// How many buckets ahead a whole-array walk (sweep, resize) starts loading
@@ -134,7 +135,7 @@ pub(crate) struct ClaimArgs {
 /// Store-wide state every shard shares.
 pub(crate) struct Common {
     /// The last fencing token handed out.
-    pub(crate) tokens: AtomicU64,
+    pub(crate) tokens: Padded<AtomicU64>,
     pub(crate) capacity: Capacity,
     pub(crate) counters: Counters,
 }
@@ -143,13 +144,14 @@ pub(crate) struct Common {
 /// count: an unbounded one would pay a contended atomic per claim for nothing
 /// (`len` sums the shards' own counts instead).
 pub(crate) struct Capacity {
-    bounded: Option<(AtomicUsize, usize)>,
+    /// The count (on its own lines: every claim writes it) and the bound.
+    bounded: Option<Padded<(AtomicUsize, usize)>>,
 }
 
 impl Capacity {
     pub(crate) fn new(max: Option<usize>) -> Self {
         Capacity {
-            bounded: max.map(|max| (AtomicUsize::new(0), max)),
+            bounded: max.map(|max| Padded((AtomicUsize::new(0), max))),
         }
     }
 
@@ -157,7 +159,7 @@ impl Capacity {
     /// check and the increment are one atomic step, so concurrent claims on
     /// different shards can never overshoot the bound.
     fn reserve(&self) -> bool {
-        let Some((len, max)) = &self.bounded else {
+        let Some(Padded((len, max))) = &self.bounded else {
             return true;
         };
         // Relaxed: the count orders no memory; only its value matters.
@@ -168,7 +170,7 @@ impl Capacity {
     }
 
     fn release(&self, n: usize) {
-        if let Some((len, _)) = &self.bounded {
+        if let Some(Padded((len, _))) = &self.bounded {
             len.fetch_sub(n, Ordering::Relaxed);
         }
     }
@@ -197,14 +199,17 @@ pub(crate) enum Joined<V> {
     InFlight(Arc<Flight<V>>),
 }
 
+/// `repr(C)` keeps the field order: what lock-free readers load comes
+/// first, and what every change writes sits on its own lines after it.
+#[repr(C)]
 pub(crate) struct Shard<K, V> {
     buckets: Atomic<Buckets<K, V>>,
-    writer: Mutex<Writer<V>>,
-    /// Nodes linked in this shard: written under `writer`, read without it.
-    len: AtomicUsize,
     /// Resizes begun plus resizes ended: odd while `grow` relinks nodes.
     /// Written under `writer`; lock-free readers check it to trust a miss.
     resizes: AtomicU64,
+    writer: Padded<Mutex<Writer<V>>>,
+    /// Nodes linked in this shard: written under `writer`, read without it.
+    len: AtomicUsize,
 }
 
 /// Hands one unlinked node to the epoch.
@@ -311,13 +316,13 @@ impl<K, V> Shard<K, V> {
     pub(crate) fn new(buckets: usize) -> Self {
         Shard {
             buckets: Atomic::new(Buckets::with_len(buckets.max(1).next_power_of_two())),
-            writer: Mutex::new(Writer {
+            writer: Padded(Mutex::new(Writer {
                 in_flight: 0,
                 flights: HashMap::new(),
                 earliest: u64::MAX,
                 pass: 0,
                 pass_min: u64::MAX,
-            }),
+            })),
             len: AtomicUsize::new(0),
             resizes: AtomicU64::new(0),
         }
@@ -930,7 +935,7 @@ mod tests {
             Fixture {
                 shard: Shard::new(4),
                 common: Common {
-                    tokens: AtomicU64::new(0),
+                    tokens: Padded(AtomicU64::new(0)),
                     capacity: Capacity::new(None),
                     counters: Counters::default(),
                 },
