@@ -5,10 +5,10 @@
 //! swaps every lock, atomic, `Arc`, `UnsafeCell` and park/unpark for loom's,
 //! and `--cfg crossbeam_loom` does the same inside crossbeam-epoch, so loom
 //! explores the interleavings of the store's own table, flights and epoch
-//! reclamation. Each model uses only the public API, one shard and one key,
-//! time from a [`ManualClock`], and calls [`Store::sweep`] itself (the
-//! background sweeper is compiled out under loom, and loom never fires
-//! timeouts, so waits are untimed).
+//! reclamation. Each model uses only the public API, one shard, one key (two
+//! where a model needs two in one chain), time from a [`ManualClock`], and
+//! calls [`Store::sweep`] itself (the background sweeper is compiled out
+//! under loom, and loom never fires timeouts, so waits are untimed).
 //!
 //! CI (`.ci/run`) runs them with a preemption bound of 2:
 //!
@@ -586,5 +586,65 @@ fn get_racing_resize_never_misses_a_present_key() {
         writer.join().expect("writer");
         assert_eq!(store.get(&present), Some(7));
         assert_eq!(store.get(&newcomer), Some(8));
+    });
+}
+
+/// 10. A lock-free read racing a sweep that rebuilds its chain's summary.
+/// Two keys in the one chain of a two-bucket shard, with different summary
+/// bits (hash bits 40 to 42, see `Buckets::may_hold`).
+fn keys_sharing_a_chain() -> (u64, u64) {
+    let hash = |key: u64| FixedHasher::default().hash_one(key);
+    let live = 0;
+    let expiring = (1..)
+        .find(|&k| hash(k) & 1 == hash(live) & 1 && (hash(k) >> 40) & 7 != (hash(live) >> 40) & 7)
+        .expect("a key");
+    (live, expiring)
+}
+
+/// The sweep unlinks the expired key and rewrites the chain's summary byte
+/// from the survivors while a reader of the live key may check that byte.
+/// A summary rebuilt in two steps (cleared, then refilled), or from the
+/// removed nodes instead of the survivors, lets the reader prove the live
+/// key absent and `get` returns `None`.
+#[test]
+fn get_racing_summary_rebuild_never_misses_a_live_key() {
+    let (live, expiring) = keys_sharing_a_chain();
+    loom::model(move || {
+        let clock = ManualClock::new();
+        let store: Store<u64, u64, FixedHasher> = Store::builder()
+            .ttl(TTL)
+            .lease(LEASE)
+            .shards(1)
+            .initial_capacity(2)
+            .clock(clock.clone())
+            .background_sweeper(false)
+            .hasher(FixedHasher::default())
+            .build()
+            .expect("config");
+        let Ok(Claim::Owner(ticket)) = store.claim(live) else {
+            panic!("owner")
+        };
+        ticket.complete(7).expect("complete");
+        let Ok(Claim::Owner(ticket)) = store.claim(expiring) else {
+            panic!("owner")
+        };
+        ticket
+            .complete_with_ttl(8, Duration::from_secs(1))
+            .expect("complete");
+        clock.advance(Duration::from_secs(1));
+
+        let sweeper = {
+            let store = store.clone();
+            thread::spawn(move || assert_eq!(store.sweep(), 1))
+        };
+        assert_eq!(
+            store.get(&live),
+            Some(7),
+            "a live key missed during a sweep"
+        );
+        sweeper.join().expect("sweeper");
+        assert_eq!(store.get(&live), Some(7));
+        assert_eq!(store.get(&expiring), None);
+        assert_eq!(store.len(), 1);
     });
 }

@@ -186,15 +186,15 @@ where
         self.free_reclaimed();
         let mut removed = 0;
         for shard in self.shards.iter() {
-            let mut pass = SweepPass::new();
+            let mut pass = SweepPass::new(budget);
             loop {
                 let guard = self.pin();
                 let (n, done) = shard.0.sweep_range(
                     now,
                     &mut pass,
-                    budget,
                     &self.common,
                     &self.reclaim,
+                    &|key| self.hash(key),
                     &guard,
                 );
                 removed += n;
