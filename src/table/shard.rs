@@ -676,6 +676,7 @@ where
         } = args;
         let counters = &common.counters;
         let mut orphans = Orphans(Vec::new());
+        self.prefetch_head(hash, guard);
         let mut writer = self.writer.lock();
         let (link, found) = self.find_link(hash, &key, guard);
         if let Some(shared) = found {
@@ -739,6 +740,23 @@ where
         );
         counters.bump(Event::Claim);
         Ok(Claimed::Owner(token))
+    }
+
+    /// Starts loading `hash`'s chain head, which a claim of a new key reads
+    /// and writes when it links its node: the miss then overlaps taking the
+    /// lock and allocating the node. Without the lock: the array may be
+    /// replaced meanwhile, which costs only a wasted hint.
+    fn prefetch_head(&self, hash: u64, guard: &Guard) {
+        #[cfg(not(idemstore_loom))]
+        {
+            // Acquire: as in `find`.
+            let buckets = self.buckets.load(Ordering::Acquire, guard);
+            // SAFETY: as in `find`: non-null, and pinned by `guard`.
+            let head = unsafe { buckets.deref() }.head(hash);
+            crate::sync::prefetch(head);
+        }
+        #[cfg(idemstore_loom)]
+        let _ = (hash, guard);
     }
 
     /// The in-flight node of `token`, under the lock, if still current.
