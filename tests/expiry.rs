@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{manual_store, wait_until, LEASE, TTL};
+use common::{manual_builder, manual_store, wait_until, LEASE, TTL};
 use idemstore::{Claim, ClaimError, ConfigError, ManualClock, Outcome, Store};
 
 /// Rule 11: retention counts from completion, not from the claim.
@@ -108,9 +108,6 @@ fn sweep_reclaims_only_expired_entries() {
     );
 }
 
-/// Rule 13: the background sweeper reclaims memory while the store is idle,
-/// and stops when the last handle drops (it holds only a weak reference, so
-/// the values are dropped).
 /// Rule 13: a sweep skips shards where nothing can have expired, judged by
 /// the earliest deadline it knows. A completion with a short TTL after a
 /// pass must lower that floor, or the sweep would skip the entry it
@@ -118,12 +115,8 @@ fn sweep_reclaims_only_expired_entries() {
 #[test]
 fn sweeps_reclaim_entries_whose_deadline_moved_after_a_pass() {
     let clock = ManualClock::new();
-    let store: Store<u8, u8> = Store::builder()
-        .ttl(TTL)
-        .lease(LEASE)
+    let store: Store<u8, u8> = manual_builder(&clock)
         .shards(1)
-        .clock(clock.clone())
-        .background_sweeper(false)
         .build()
         .expect("valid config");
     let _ = store.execute(1, || Ok::<_, ()>(1));
@@ -141,6 +134,9 @@ fn sweeps_reclaim_entries_whose_deadline_moved_after_a_pass() {
     assert_eq!(store.get(&1), Some(1));
 }
 
+/// Rule 13: the background sweeper reclaims memory while the store is idle,
+/// and stops when the last handle drops (it holds only a weak reference, so
+/// the values are dropped).
 #[test]
 fn background_sweeper_runs_while_idle_and_stops_with_the_store() {
     let clock = ManualClock::new();
@@ -179,12 +175,8 @@ fn background_sweeper_runs_while_idle_and_stops_with_the_store() {
 #[test]
 fn full_store_refuses_instead_of_evicting() {
     let clock = ManualClock::new();
-    let store: Store<u8, u8> = Store::builder()
-        .ttl(TTL)
-        .lease(LEASE)
+    let store: Store<u8, u8> = manual_builder(&clock)
         .max_entries(2)
-        .clock(clock.clone())
-        .background_sweeper(false)
         .build()
         .expect("config");
     let Ok(Claim::Owner(in_flight)) = store.claim(1) else {

@@ -536,6 +536,21 @@ fn cancelled_async_waiter_racing_complete() {
     });
 }
 
+/// A one-shard `u64` store of `buckets` buckets, for models that place two
+/// keys in chains.
+fn chain_store(clock: &ManualClock, buckets: usize) -> Store<u64, u64, FixedHasher> {
+    Store::builder()
+        .ttl(TTL)
+        .lease(LEASE)
+        .shards(1)
+        .initial_capacity(buckets)
+        .clock(clock.clone())
+        .background_sweeper(false)
+        .hasher(FixedHasher::default())
+        .build()
+        .expect("config")
+}
+
 /// 9. A lock-free read racing a shard resize (`grow` relinking nodes).
 /// Two keys that share the one bucket of a fresh shard and part when it
 /// grows to two, so relinking rewrites the pointer a reader follows.
@@ -557,14 +572,7 @@ fn keys_that_part_on_growth() -> (u64, u64) {
 fn get_racing_resize_never_misses_a_present_key() {
     let (present, newcomer) = keys_that_part_on_growth();
     loom::model(move || {
-        let store: Store<u64, u64, FixedHasher> = Store::builder()
-            .shards(1)
-            .initial_capacity(1)
-            .clock(ManualClock::new())
-            .background_sweeper(false)
-            .hasher(FixedHasher::default())
-            .build()
-            .expect("config");
+        let store = chain_store(&ManualClock::new(), 1);
         let Ok(Claim::Owner(ticket)) = store.claim(present) else {
             panic!("owner")
         };
@@ -611,16 +619,7 @@ fn get_racing_summary_rebuild_never_misses_a_live_key() {
     let (live, expiring) = keys_sharing_a_chain();
     loom::model(move || {
         let clock = ManualClock::new();
-        let store: Store<u64, u64, FixedHasher> = Store::builder()
-            .ttl(TTL)
-            .lease(LEASE)
-            .shards(1)
-            .initial_capacity(2)
-            .clock(clock.clone())
-            .background_sweeper(false)
-            .hasher(FixedHasher::default())
-            .build()
-            .expect("config");
+        let store = chain_store(&clock, 2);
         let Ok(Claim::Owner(ticket)) = store.claim(live) else {
             panic!("owner")
         };

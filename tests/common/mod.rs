@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use idemstore::{ManualClock, Store};
+use idemstore::{Builder, ManualClock, Store};
 
 pub const TTL: Duration = Duration::from_secs(100);
 pub const LEASE: Duration = Duration::from_secs(10);
@@ -20,14 +20,21 @@ where
     V: Clone + Send + Sync + 'static,
 {
     let clock = ManualClock::new();
-    let store = Store::builder()
+    let store = manual_builder(&clock).build().expect("valid config");
+    (store, clock)
+}
+
+/// The settings of [`manual_store`], on `clock`, for a test to add to.
+pub fn manual_builder<K, V>(clock: &ManualClock) -> Builder<K, V>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    Store::builder()
         .ttl(TTL)
         .lease(LEASE)
         .clock(clock.clone())
         .background_sweeper(false)
-        .build()
-        .expect("valid config");
-    (store, clock)
 }
 
 /// Waits until `condition` holds, yielding the CPU between checks, and fails
