@@ -140,7 +140,11 @@ fn wake<S: Subject>(trials: usize) {
             while ready.load(Ordering::Relaxed) < WAITERS {
                 thread::yield_now();
             }
-            // Let every waiter reach its wait and park.
+            // Let every waiter reach its wait and park. None of the five
+            // subjects can say that a thread is parked, so this is a pause,
+            // not a condition; it is set-up, before the timed interval
+            // (which starts at `complete`), and a waiter that has not parked
+            // yet only makes its subject look faster, never wrong.
             thread::sleep(Duration::from_millis(3));
             release.wait();
         });
