@@ -2,6 +2,8 @@
 //! `Mutex<HashMap>` + `Condvar`, at 1, 2 (and all) threads:
 //!
 //! * `hit`: `get` of a completed key; 200k keys prefilled, read in random order.
+//!   `idemstore_pinned` is idemstore reading the same keys through
+//!   `Store::pin`, one pin per 64 reads (`IDEMSTORE_BENCH_ONLY` names it so).
 //! * `replay`: `execute` of a completed key (the duplicate's path).
 //! * `fresh`: `execute` of a new key each time (claim + run + complete),
 //!   into a store created empty for each sample.
@@ -104,6 +106,46 @@ fn bench_reads<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64
 
 fn hit<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
     bench_reads::<S>(g, keys, false);
+}
+
+/// Reads in a batch share one pin.
+const PINNED_BATCH: usize = 64;
+
+/// `hit` through [`idemstore::Store::pin`]: one epoch pin per batch of
+/// [`PINNED_BATCH`] reads instead of one per read, as a caller that reads
+/// several keys at once would do. Reported as `idemstore_pinned`.
+fn hit_pinned(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
+    if !common::selected("idemstore_pinned") {
+        return;
+    }
+    let subject = prefilled::<common::Idem>(keys);
+    let store = &subject.0;
+    for threads in thread_counts() {
+        g.throughput(Throughput::Elements(threads as u64));
+        g.bench_function(
+            BenchmarkId::new("idemstore_pinned", format!("{threads}t")),
+            |b| {
+                b.iter_custom(|iters| {
+                    run_threads(threads, |tid| {
+                        let mut i = start_of(tid, keys.len());
+                        let mut left = iters as usize;
+                        while left > 0 {
+                            let batch = left.min(PINNED_BATCH);
+                            left -= batch;
+                            let pinned = store.pin();
+                            for _ in 0..batch {
+                                black_box(pinned.get(&keys[i]));
+                                i += 1;
+                                if i == keys.len() {
+                                    i = 0;
+                                }
+                            }
+                        }
+                    })
+                })
+            },
+        );
+    }
 }
 
 fn replay<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
@@ -229,6 +271,7 @@ fn main() {
 
     let mut g = c.benchmark_group("hit");
     common::for_each_subject!(hit(&mut g, &keys));
+    hit_pinned(&mut g, &keys);
     g.finish();
 
     floor(&mut c);
@@ -254,6 +297,20 @@ fn main() {
         "ns",
         1.0,
     );
+    for param in common::thread_params() {
+        let Some(pinned) = common::criterion_median("hit", "idemstore_pinned", &param) else {
+            continue;
+        };
+        let ratios: Vec<String> = common::SUBJECTS[1..]
+            .iter()
+            .filter_map(|s| common::criterion_median("hit", s, &param).map(|m| (s, m)))
+            .map(|(s, m)| format!("{s} {:.2}x", pinned / m))
+            .collect();
+        println!(
+            "hit/idemstore_pinned/{param} (one pin per {PINNED_BATCH} reads): {pinned:.1} ns; {}",
+            ratios.join(", ")
+        );
+    }
     for way in ["independent", "dependent"] {
         if let Some(ns) = common::criterion_median("floor", way, "1t") {
             println!("floor/{way}: {ns:.1} ns per random line");

@@ -140,5 +140,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ClaimError, ConfigError, ExecuteError, Superseded, WaitError};
 pub use fingerprint::{Fingerprint, FingerprintHasher};
 pub use stats::Stats;
-pub use store::{Outcome, Store};
+pub use store::{Outcome, Pinned, Store};
 pub use wait::WaitFuture;

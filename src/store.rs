@@ -14,7 +14,7 @@ use crate::clock::{duration_to_nanos, StoreClock, SystemClock};
 use crate::error::{ClaimError, ExecuteError, WaitError};
 use crate::fingerprint::Fingerprint;
 use crate::stats::{Event, Stats};
-use crate::sync::Arc;
+use crate::sync::{Arc, Guard};
 use crate::table::{Claimed, Joined, Lookup, Table};
 use crate::wait::WaitFuture;
 
@@ -252,8 +252,13 @@ where
         let table = &self.inner.table;
         let hash = table.hash(&key);
         let now = self.now();
+        let lease_deadline = now.saturating_add(self.inner.lease);
+        // One pin serves the lookup and the claim after it.
+        let guard = table.pin();
+        table.prefetch_head(hash, &guard);
         // A replay needs no lock: a completed value never changes.
-        if let Lookup::Completed(value, agree) = table.lookup(hash, &key, now, fingerprint) {
+        if let Lookup::Completed(value, agree) = table.lookup(hash, &key, now, fingerprint, &guard)
+        {
             let event = if agree {
                 Event::Replay
             } else {
@@ -266,12 +271,14 @@ where
                 Err(ClaimError::Mismatch)
             };
         }
-        let lease_deadline = now.saturating_add(self.inner.lease);
+        let mut claimed = table.claim(hash, key.clone(), fingerprint, now, lease_deadline, &guard);
+        // Full: make room from expired entries, once, before refusing. The
+        // sweep unpins between its steps, which a held guard would prevent.
+        drop(guard);
         let full = |claimed: &Result<_, _>| matches!(claimed, Err(ClaimError::Full));
-        let mut claimed = table.claim(hash, key.clone(), fingerprint, now, lease_deadline);
-        // Full: make room from expired entries, once, before refusing.
         if full(&claimed) && table.sweep_when_full(now, SWEEP_BUDGET) > 0 {
-            claimed = table.claim(hash, key.clone(), fingerprint, now, lease_deadline);
+            let guard = table.pin();
+            claimed = table.claim(hash, key.clone(), fingerprint, now, lease_deadline, &guard);
         }
         if full(&claimed) {
             table.counters().bump(Event::Refusal);
@@ -324,10 +331,32 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let table = &self.inner.table;
-        match table.lookup(table.hash(key), key, self.now(), None) {
-            Lookup::Completed(value, _) => Some(value),
-            Lookup::Absent | Lookup::InFlight => None,
+        self.pin().get(key)
+    }
+
+    /// A handle for a batch of reads under one pin of the store's epoch.
+    ///
+    /// Each [`get`](Self::get) pins for its own read: a fenced write of
+    /// about 10 ns, which also keeps one read's cache misses from
+    /// overlapping the next one's. [`Pinned::get`] skips both. While the
+    /// handle lives, nothing removed from the store since it was made can
+    /// be freed, store-wide: hold it for a batch of reads, not for the life
+    /// of a thread. It cannot leave its thread.
+    ///
+    /// ```
+    /// use idemstore::Store;
+    /// let store: Store<u64, u64> = Store::new();
+    /// for key in 0..3 {
+    ///     store.execute(key, || Ok::<_, ()>(key * 10)).unwrap();
+    /// }
+    /// let pinned = store.pin();
+    /// let values: Vec<_> = (0..4).map(|key| pinned.get(&key)).collect();
+    /// assert_eq!(values, [Some(0), Some(10), Some(20), None]);
+    /// ```
+    pub fn pin(&self) -> Pinned<'_, K, V, S> {
+        Pinned {
+            store: self,
+            guard: self.inner.table.pin(),
         }
     }
 
@@ -394,7 +423,7 @@ where
         let table = &self.inner.table;
         let hash = table.hash(key);
         let now = self.now();
-        match table.lookup(hash, key, now, None) {
+        match table.lookup(hash, key, now, None, &table.pin()) {
             Lookup::Absent => Joined::Absent,
             Lookup::Completed(value, _) => Joined::Completed(value),
             Lookup::InFlight => table.join(hash, key, now),
@@ -551,6 +580,40 @@ where
     #[doc(hidden)]
     pub fn waiters(&self) -> usize {
         self.inner.table.waiters()
+    }
+}
+
+/// Reads of a [`Store`] under one epoch pin, made by [`Store::pin`].
+pub struct Pinned<'a, K, V, S = RandomState> {
+    store: &'a Store<K, V, S>,
+    guard: Guard,
+}
+
+impl<K, V, S> fmt::Debug for Pinned<'_, K, V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pinned").finish_non_exhaustive()
+    }
+}
+
+impl<K, V, S> Pinned<'_, K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    /// As [`Store::get`]: the completed, unexpired value of `key`, read
+    /// without any lock, with expiry checked against the clock now (rule 12).
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let store = self.store;
+        let table = &store.inner.table;
+        match table.lookup(table.hash(key), key, store.now(), None, &self.guard) {
+            Lookup::Completed(value, _) => Some(value),
+            Lookup::Absent | Lookup::InFlight => None,
+        }
     }
 }
 

@@ -13,7 +13,7 @@
 
 #![allow(dead_code)] // Each cfg uses a different subset of the facade.
 
-pub(crate) use crossbeam_epoch::{Atomic, Collector, Guard, Owned, Shared};
+pub(crate) use crossbeam_epoch::{unprotected, Atomic, Collector, Guard, Owned, Shared};
 
 /// A statistics counter: a plain `std` atomic in every build.
 pub(crate) type Counter = std::sync::atomic::AtomicU64;

@@ -21,6 +21,24 @@ pub(crate) use shard::{Claimed, Joined, Lookup};
 /// Buckets each shard starts with.
 const INITIAL_BUCKETS: usize = 16;
 
+/// The guard for a step that reads nodes only under its shard's lock and
+/// retires nothing: `complete` and `renew`. It saves their pin, a fenced
+/// write to this thread's epoch slot.
+///
+/// # Safety
+///
+/// The caller reads through it only while holding the lock of the shard it
+/// reads, and neither retires nor defers anything with it. That suffices:
+/// an array is replaced and a node unlinked only under the shard lock, so
+/// whatever the holder reaches from the current array stays linked, hence
+/// allocated, until it unlocks. (Lock-free readers are what the epoch is
+/// for; they pin.) The loom model `lease_takeover_fences_stale_owner` runs
+/// a stale owner's `complete` against the takeover that retires its node.
+unsafe fn locked() -> &'static Guard {
+    // SAFETY: forwarded to the caller, as documented above.
+    unsafe { crate::sync::unprotected() }
+}
+
 impl<K, V, S> Table<K, V, S> {
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|shard| shard.0.len()).sum()
@@ -93,6 +111,9 @@ where
         &self.shards[(hash >> 48) as usize & (self.shards.len() - 1)].0
     }
 
+    /// Pins the store's epoch: nodes and arrays read under the guard stay
+    /// allocated until it drops. One guard may serve several operations on
+    /// one thread (a claim's lookup and its locked step, a batch of reads).
     pub(crate) fn pin(&self) -> Guard {
         self.epoch.pin()
     }
@@ -104,13 +125,20 @@ where
         key: &Q,
         now: u64,
         fingerprint: Option<Fingerprint>,
+        guard: &Guard,
     ) -> Lookup<V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.shard(hash)
-            .lookup(hash, key, now, fingerprint, &self.pin())
+        self.shard(hash).lookup(hash, key, now, fingerprint, guard)
+    }
+
+    /// Starts loading `hash`'s bucket slot, which a claim of a new key reads
+    /// and writes: issued before the lookup, its miss overlaps the lookup's
+    /// miss on the summary byte instead of following it.
+    pub(crate) fn prefetch_head(&self, hash: u64, guard: &Guard) {
+        self.shard(hash).prefetch_head(hash, guard);
     }
 
     /// Under the shard lock: what `key` holds, joining its flight.
@@ -130,6 +158,7 @@ where
         fingerprint: Option<Fingerprint>,
         now: u64,
         lease_deadline: u64,
+        guard: &Guard,
     ) -> Result<Claimed<V>, ClaimError> {
         self.shard(hash).claim(
             hash,
@@ -141,7 +170,7 @@ where
             },
             &self.common,
             &|key| self.hash(key),
-            &self.pin(),
+            guard,
         )
     }
 
@@ -153,8 +182,10 @@ where
         value: V,
         expires_at: u64,
     ) -> Result<(), Superseded<V>> {
+        // SAFETY: see `locked`.
+        let guard = unsafe { locked() };
         self.shard(hash)
-            .complete(hash, key, token, value, expires_at, &self.pin())
+            .complete(hash, key, token, value, expires_at, guard)
     }
 
     pub(crate) fn abandon(&self, hash: u64, key: &K, token: u64) -> bool {
@@ -163,8 +194,9 @@ where
     }
 
     pub(crate) fn renew(&self, hash: u64, key: &K, token: u64, deadline: u64) -> bool {
-        self.shard(hash)
-            .renew(hash, key, token, deadline, &self.pin())
+        // SAFETY: see `locked`.
+        let guard = unsafe { locked() };
+        self.shard(hash).renew(hash, key, token, deadline, guard)
     }
 
     pub(crate) fn remove<Q>(&self, key: &Q, now: u64) -> bool

@@ -676,7 +676,6 @@ where
         } = args;
         let counters = &common.counters;
         let mut orphans = Orphans(Vec::new());
-        self.prefetch_head(hash, guard);
         let mut writer = self.writer.lock();
         let (link, found) = self.find_link(hash, &key, guard);
         if let Some(shared) = found {
@@ -743,10 +742,9 @@ where
     }
 
     /// Starts loading `hash`'s chain head, which a claim of a new key reads
-    /// and writes when it links its node: the miss then overlaps taking the
-    /// lock and allocating the node. Without the lock: the array may be
+    /// and writes when it links its node. Without the lock: the array may be
     /// replaced meanwhile, which costs only a wasted hint.
-    fn prefetch_head(&self, hash: u64, guard: &Guard) {
+    pub(crate) fn prefetch_head(&self, hash: u64, guard: &Guard) {
         #[cfg(not(idemstore_loom))]
         {
             // Acquire: as in `find`.
@@ -775,6 +773,8 @@ where
     }
 
     /// Stores the owner's value if `token` is still current (rule 10).
+    /// Reads only under the lock and retires nothing, so `guard` may be the
+    /// table's `locked` guard.
     pub(crate) fn complete(
         &self,
         hash: u64,
@@ -831,7 +831,8 @@ where
         true
     }
 
-    /// Moves the lease deadline of `token`, if still current.
+    /// Moves the lease deadline of `token`, if still current. Like
+    /// `complete`, it may run under the table's `locked` guard.
     pub(crate) fn renew(
         &self,
         hash: u64,
