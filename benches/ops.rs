@@ -3,7 +3,7 @@
 //!
 //! * `hit`: `get` of a completed key; 200k keys prefilled, read in random order.
 //!   `idemstore_pinned` is idemstore reading the same keys through
-//!   `Store::pin`, one pin per 64 reads (`IDEMSTORE_BENCH_ONLY` names it so).
+//!   `Store::pinned`, one pin per 64 reads (`IDEMSTORE_BENCH_ONLY` names it so).
 //! * `replay`: `execute` of a completed key (the duplicate's path).
 //! * `fresh`: `execute` of a new key each time (claim + run + complete),
 //!   into a store created empty for each sample.
@@ -111,7 +111,7 @@ fn hit<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
 /// Reads in a batch share one pin.
 const PINNED_BATCH: usize = 64;
 
-/// `hit` through [`idemstore::Store::pin`]: one epoch pin per batch of
+/// `hit` through [`idemstore::Store::pinned`]: one epoch pin per batch of
 /// [`PINNED_BATCH`] reads instead of one per read, as a caller that reads
 /// several keys at once would do. Reported as `idemstore_pinned`.
 fn hit_pinned(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
@@ -132,14 +132,15 @@ fn hit_pinned(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
                         while left > 0 {
                             let batch = left.min(PINNED_BATCH);
                             left -= batch;
-                            let pinned = store.pin();
-                            for _ in 0..batch {
-                                black_box(pinned.get(&keys[i]));
-                                i += 1;
-                                if i == keys.len() {
-                                    i = 0;
+                            store.pinned(|pinned| {
+                                for _ in 0..batch {
+                                    black_box(pinned.get(&keys[i]));
+                                    i += 1;
+                                    if i == keys.len() {
+                                        i = 0;
+                                    }
                                 }
-                            }
+                            });
                         }
                     })
                 })

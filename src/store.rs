@@ -272,8 +272,9 @@ where
             };
         }
         let mut claimed = table.claim(hash, key.clone(), fingerprint, now, lease_deadline, &guard);
-        // Full: make room from expired entries, once, before refusing. The
-        // sweep unpins between its steps, which a held guard would prevent.
+        // Full: make room from expired entries, once, before refusing.
+        // Unpinned: the sweep pins per step, so a full pass does not hold
+        // back the epoch from freeing what its first steps retired.
         drop(guard);
         let full = |claimed: &Result<_, _>| matches!(claimed, Err(ClaimError::Full));
         if full(&claimed) && table.sweep_when_full(now, SWEEP_BUDGET) > 0 {
@@ -314,7 +315,8 @@ where
         self.inner.table.abandon(hash, key, token);
     }
 
-    /// The completed, unexpired value of `key`, read without any lock.
+    /// The completed, unexpired value of `key`, read without any lock (only
+    /// a miss that overlapped a resize of its shard is confirmed under it).
     /// In-flight, absent and expired keys give `None`.
     ///
     /// ```
@@ -334,14 +336,18 @@ where
         self.pin().get(key)
     }
 
-    /// A handle for a batch of reads under one pin of the store's epoch.
+    /// Runs `reads` with a [`Pinned`] handle: a batch of reads under one
+    /// pin of the store's epoch, the returned value passed through.
     ///
-    /// Each [`get`](Self::get) pins for its own read: a fenced write of
-    /// about 10 ns, which also keeps one read's cache misses from
-    /// overlapping the next one's. [`Pinned::get`] skips both. While the
-    /// handle lives, nothing removed from the store since it was made can
-    /// be freed, store-wide: hold it for a batch of reads, not for the life
-    /// of a thread. It cannot leave its thread.
+    /// Each [`get`](Self::get) pins for its own read: a fenced write to this
+    /// thread's epoch slot (about 10 ns here), which also keeps one read's
+    /// cache misses from overlapping the next one's. [`Pinned::get`] skips
+    /// both. While `reads` runs, memory the store retired around or after
+    /// the pin (removed entries, replaced arrays) cannot be freed, store-wide;
+    /// sweeps still unlink expired entries and release their capacity. So
+    /// keep a batch short: a request's reads, not a thread's life. The
+    /// handle is only lent to `reads`, so it cannot outlive the call or
+    /// leave the thread.
     ///
     /// ```
     /// use idemstore::Store;
@@ -349,11 +355,16 @@ where
     /// for key in 0..3 {
     ///     store.execute(key, || Ok::<_, ()>(key * 10)).unwrap();
     /// }
-    /// let pinned = store.pin();
-    /// let values: Vec<_> = (0..4).map(|key| pinned.get(&key)).collect();
+    /// let values: Vec<_> = store.pinned(|p| (0..4).map(|key| p.get(&key)).collect());
     /// assert_eq!(values, [Some(0), Some(10), Some(20), None]);
     /// ```
-    pub fn pin(&self) -> Pinned<'_, K, V, S> {
+    pub fn pinned<R>(&self, reads: impl FnOnce(&Pinned<'_, K, V, S>) -> R) -> R {
+        reads(&self.pin())
+    }
+
+    /// Only ever lent out (see [`pinned`](Self::pinned)): a `Pinned` moved
+    /// into a thread-local could outlive the thread's epoch handle.
+    fn pin(&self) -> Pinned<'_, K, V, S> {
         Pinned {
             store: self,
             guard: self.inner.table.pin(),
@@ -583,7 +594,14 @@ where
     }
 }
 
-/// Reads of a [`Store`] under one epoch pin, made by [`Store::pin`].
+/// Reads of a [`Store`] under one epoch pin, lent by [`Store::pinned`].
+///
+/// Only lent: it cannot be kept past the call (nor sent to another thread).
+///
+/// ```compile_fail
+/// let store: idemstore::Store<u64, u64> = idemstore::Store::new();
+/// let kept = store.pinned(|pinned| pinned);
+/// ```
 pub struct Pinned<'a, K, V, S = RandomState> {
     store: &'a Store<K, V, S>,
     guard: Guard,
@@ -601,8 +619,8 @@ where
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
-    /// As [`Store::get`]: the completed, unexpired value of `key`, read
-    /// without any lock, with expiry checked against the clock now (rule 12).
+    /// As [`Store::get`]: the completed, unexpired value of `key`, with
+    /// expiry checked against the clock at this read (rule 12).
     pub fn get<Q>(&self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,

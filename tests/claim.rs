@@ -203,14 +203,15 @@ fn values_are_cloned_out() {
 #[test]
 fn a_pinned_handle_sees_later_completions_and_removals() {
     let store: Store<u32, u32> = Store::new();
-    let pinned = store.pin();
-    assert_eq!(pinned.get(&1), None);
-    let Ok(Claim::Owner(ticket)) = store.claim(1) else {
-        panic!("owner")
-    };
-    assert_eq!(pinned.get(&1), None, "in flight reads as absent");
-    ticket.complete(10).expect("current");
-    assert_eq!(pinned.get(&1), Some(10));
-    assert!(store.remove(&1));
-    assert_eq!(pinned.get(&1), None);
+    store.pinned(|pinned| {
+        assert_eq!(pinned.get(&1), None);
+        let Ok(Claim::Owner(ticket)) = store.claim(1) else {
+            panic!("owner")
+        };
+        assert_eq!(pinned.get(&1), None, "in flight reads as absent");
+        ticket.complete(10).expect("current");
+        assert_eq!(pinned.get(&1), Some(10));
+        assert!(store.remove(&1));
+        assert_eq!(pinned.get(&1), None);
+    });
 }

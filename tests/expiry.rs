@@ -277,16 +277,17 @@ fn invalid_settings_are_errors() {
 fn a_held_pin_checks_expiry_on_every_read_and_does_not_stop_sweeps() {
     let (store, clock) = manual_store::<u8, u8>();
     let _ = store.execute(1, || Ok::<_, ()>(1));
-    let pinned = store.pin();
-    assert_eq!(pinned.get(&1), Some(1));
-    clock.advance(TTL);
-    assert_eq!(pinned.get(&1), None, "expired under the same pin");
-    assert_eq!(store.sweep(), 1);
-    assert_eq!(store.len(), 0);
-    let _ = store.execute(1, || Ok::<_, ()>(2));
-    assert_eq!(
-        pinned.get(&1),
-        Some(2),
-        "a new claim's value, not a snapshot"
-    );
+    store.pinned(|pinned| {
+        assert_eq!(pinned.get(&1), Some(1));
+        clock.advance(TTL);
+        assert_eq!(pinned.get(&1), None, "expired under the same pin");
+        assert_eq!(store.sweep(), 1);
+        assert_eq!(store.len(), 0);
+        let _ = store.execute(1, || Ok::<_, ()>(2));
+        assert_eq!(
+            pinned.get(&1),
+            Some(2),
+            "a new claim's value, not a snapshot"
+        );
+    });
 }

@@ -28,7 +28,8 @@ const INITIAL_BUCKETS: usize = 16;
 /// # Safety
 ///
 /// The caller reads through it only while holding the lock of the shard it
-/// reads, and neither retires nor defers anything with it. That suffices:
+/// reads, and neither retires nor defers anything with it (a `defer`
+/// through it would run at once, under lock-free readers). That suffices:
 /// an array is replaced and a node unlinked only under the shard lock, so
 /// whatever the holder reaches from the current array stays linked, hence
 /// allocated, until it unlocks. (Lock-free readers are what the epoch is
