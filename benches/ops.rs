@@ -205,7 +205,7 @@ fn floor(c: &mut Criterion) {
         lines[order[w]].0[0] = order[(w + 1) % n] as u64;
     }
     let mut g = c.benchmark_group("floor");
-    g.bench_function("independent/1t", |b| {
+    g.bench_function(BenchmarkId::new("independent", "1t"), |b| {
         let mut i = 0;
         b.iter(|| {
             let v = lines[order[i]].0[1];
@@ -213,7 +213,7 @@ fn floor(c: &mut Criterion) {
             black_box(v)
         })
     });
-    g.bench_function("dependent/1t", |b| {
+    g.bench_function(BenchmarkId::new("dependent", "1t"), |b| {
         let mut at = order[0];
         b.iter(|| {
             at = lines[at].0[0] as usize;

@@ -57,7 +57,8 @@
 //! * **Bounded memory.** With [`Builder::max_entries`], a full store refuses
 //!   new claims with [`ClaimError::Full`]; it never evicts a live entry.
 //! * **No locks handed out.** Every method returns owned values (clones);
-//!   wrap large values in `Arc`.
+//!   wrap large values in `Arc`. [`Store::pinned`] lends a handle that
+//!   reads a batch of keys under one epoch pin, only for a closure's run.
 //!
 //! ## Sync and async
 //!
