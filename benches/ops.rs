@@ -2,8 +2,10 @@
 //! `Mutex<HashMap>` + `Condvar`, at 1, 2 (and all) threads:
 //!
 //! * `hit`: `get` of a completed key; 200k keys prefilled, read in random order.
-//!   `idemstore_pinned` is idemstore reading the same keys through
-//!   `Store::pinned`, one pin per 64 reads (`IDEMSTORE_BENCH_ONLY` names it so).
+//!   Two more idemstore rows read the same keys in batches of 64:
+//!   `idemstore_pinned` through `Store::pinned` (one pin per batch) and
+//!   `idemstore_many` through `Store::get_many` (one pin, misses overlapped);
+//!   `IDEMSTORE_BENCH_ONLY` names them so.
 //! * `replay`: `execute` of a completed key (the duplicate's path).
 //! * `fresh`: `execute` of a new key each time (claim + run + complete),
 //!   into a store created empty for each sample.
@@ -56,9 +58,19 @@ fn hit_keys() -> Arc<[u64]> {
     keys.into()
 }
 
+/// Fills a subject with `keys`, in their read order, or, with
+/// `IDEMSTORE_BENCH_PREFILL_SHUFFLED` set, in an order unrelated to it. A
+/// store that allocates entries one by one lays them out in insertion order,
+/// so reads that follow that order (as retries follow their originals) walk
+/// memory forwards; the shuffled fill shows the cost of a read whose entry
+/// is nowhere near the previous one's.
 fn prefilled<S: Subject>(keys: &[u64]) -> S {
     let subject = S::new(&Cfg::untimed(keys.len() * 2));
-    for &k in keys {
+    let mut order = keys.to_vec();
+    if std::env::var_os("IDEMSTORE_BENCH_PREFILL_SHUFFLED").is_some() {
+        Rng::new(11).shuffle(&mut order);
+    }
+    for &k in &order {
         subject.execute(k, || k ^ 1);
     }
     subject.settle();
@@ -108,44 +120,63 @@ fn hit<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
     bench_reads::<S>(g, keys, false);
 }
 
-/// Reads in a batch share one pin.
-const PINNED_BATCH: usize = 64;
+/// Reads per batch in the batched `hit` rows.
+const BATCH: usize = 64;
 
-/// `hit` through [`idemstore::Store::pinned`]: one epoch pin per batch of
-/// [`PINNED_BATCH`] reads instead of one per read, as a caller that reads
-/// several keys at once would do. Reported as `idemstore_pinned`.
-fn hit_pinned(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
-    if !common::selected("idemstore_pinned") {
+/// How a batched `hit` row reads the same keys as `hit`, a batch of
+/// [`BATCH`] at a time, as a caller with several keys at hand (a consumer
+/// deduplicating a batch of messages) would.
+#[derive(Clone, Copy)]
+enum Batched {
+    /// [`idemstore::Store::pinned`]: a `get` per key under one epoch pin.
+    Pinned,
+    /// [`idemstore::Store::get_many`]: one pin, and the keys' cache misses
+    /// overlapped.
+    Many,
+}
+
+impl Batched {
+    /// The row's name, which `IDEMSTORE_BENCH_ONLY` also takes.
+    fn name(self) -> &'static str {
+        match self {
+            Batched::Pinned => "idemstore_pinned",
+            Batched::Many => "idemstore_many",
+        }
+    }
+}
+
+fn hit_batched(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>, way: Batched) {
+    if !common::selected(way.name()) {
         return;
     }
     let subject = prefilled::<common::Idem>(keys);
     let store = &subject.0;
     for threads in thread_counts() {
         g.throughput(Throughput::Elements(threads as u64));
-        g.bench_function(
-            BenchmarkId::new("idemstore_pinned", format!("{threads}t")),
-            |b| {
-                b.iter_custom(|iters| {
-                    run_threads(threads, |tid| {
-                        let mut i = start_of(tid, keys.len());
-                        let mut left = iters as usize;
-                        while left > 0 {
-                            let batch = left.min(PINNED_BATCH);
-                            left -= batch;
-                            store.pinned(|pinned| {
-                                for _ in 0..batch {
-                                    black_box(pinned.get(&keys[i]));
-                                    i += 1;
-                                    if i == keys.len() {
-                                        i = 0;
-                                    }
+        g.bench_function(BenchmarkId::new(way.name(), format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                run_threads(threads, |tid| {
+                    let mut i = start_of(tid, keys.len());
+                    let mut left = iters as usize;
+                    while left > 0 {
+                        let n = left.min(BATCH).min(keys.len() - i);
+                        left -= n;
+                        let batch = &keys[i..i + n];
+                        match way {
+                            Batched::Pinned => store.pinned(|pinned| {
+                                for key in batch {
+                                    black_box(pinned.get(key));
                                 }
-                            });
+                            }),
+                            Batched::Many => {
+                                black_box(store.get_many(batch));
+                            }
                         }
-                    })
+                        i = (i + n) % keys.len();
+                    }
                 })
-            },
-        );
+            })
+        });
     }
 }
 
@@ -272,7 +303,8 @@ fn main() {
 
     let mut g = c.benchmark_group("hit");
     common::for_each_subject!(hit(&mut g, &keys));
-    hit_pinned(&mut g, &keys);
+    hit_batched(&mut g, &keys, Batched::Pinned);
+    hit_batched(&mut g, &keys, Batched::Many);
     g.finish();
 
     floor(&mut c);
@@ -298,19 +330,25 @@ fn main() {
         "ns",
         1.0,
     );
-    for param in common::thread_params() {
-        let Some(pinned) = common::criterion_median("hit", "idemstore_pinned", &param) else {
-            continue;
-        };
-        let ratios: Vec<String> = common::SUBJECTS[1..]
-            .iter()
-            .filter_map(|s| common::criterion_median("hit", s, &param).map(|m| (s, m)))
-            .map(|(s, m)| format!("{s} {:.2}x", pinned / m))
-            .collect();
-        println!(
-            "hit/idemstore_pinned/{param} (one pin per {PINNED_BATCH} reads): {pinned:.1} ns; {}",
-            ratios.join(", ")
-        );
+    for (way, what) in [
+        (Batched::Pinned, "a get per key under one pin"),
+        (Batched::Many, "get_many"),
+    ] {
+        for param in common::thread_params() {
+            let Some(batched) = common::criterion_median("hit", way.name(), &param) else {
+                continue;
+            };
+            let ratios: Vec<String> = common::SUBJECTS[1..]
+                .iter()
+                .filter_map(|s| common::criterion_median("hit", s, &param).map(|m| (s, m)))
+                .map(|(s, m)| format!("{s} {:.2}x", batched / m))
+                .collect();
+            println!(
+                "hit/{}/{param} (batches of {BATCH}, {what}): {batched:.1} ns; {}",
+                way.name(),
+                ratios.join(", ")
+            );
+        }
     }
     for way in ["independent", "dependent"] {
         if let Some(ns) = common::criterion_median("floor", way, "1t") {

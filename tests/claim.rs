@@ -215,3 +215,35 @@ fn a_pinned_handle_sees_later_completions_and_removals() {
         assert_eq!(pinned.get(&1), None);
     });
 }
+
+/// `get_many` reads through the table's resizes as `get` does: while
+/// another thread grows the table (one shard, so every resize is in the
+/// keys read), no batch misses a completed key.
+#[test]
+fn get_many_never_misses_a_present_key_while_the_table_grows() {
+    let store: Store<u64, u64> = Store::builder().shards(1).build().expect("valid config");
+    let present: Vec<u64> = (0..64).collect();
+    for &key in &present {
+        store
+            .execute(key, || Ok::<_, ()>(key + 1))
+            .expect("executes");
+    }
+    let want: Vec<Option<u64>> = present.iter().map(|&key| Some(key + 1)).collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    thread::scope(|scope| {
+        scope.spawn(|| {
+            // Ten doublings of the bucket array.
+            for key in 1_000..(1_000 + (64 << 10)) {
+                store.execute(key, || Ok::<_, ()>(key)).expect("executes");
+            }
+            done.store(true, Ordering::Release);
+        });
+        for batch in 0.. {
+            let last = done.load(Ordering::Acquire);
+            assert_eq!(store.get_many(&present), want, "batch {batch}");
+            if last {
+                break;
+            }
+        }
+    });
+}

@@ -118,6 +118,43 @@ fn ops_bounded_store_sweeps_before_refusing() {
     );
 }
 
+/// `get_many` answers each key as `get` would: completed, in flight,
+/// never claimed, expired, removed, and a key named twice, in batches that
+/// span several prefetch windows and a table that grew.
+#[test]
+fn ops_get_many_answers_each_key_as_get_does() {
+    use Op::*;
+    let mut ops: Vec<Op> = (0..30).map(|key| Claim { key }).collect();
+    ops.extend((0..20u16).map(|i| Complete {
+        ticket: 0,
+        value: i + 100,
+    }));
+    ops.extend([
+        CompleteWithTtl {
+            ticket: 0,
+            value: 7,
+            ttl: 1,
+        },
+        Remove { key: 3 },
+        GetMany {
+            first: 0,
+            count: 39,
+        },
+        Advance { secs: 1 }, // the short-TTL value expires
+        GetMany {
+            first: 25,
+            count: 30,
+        }, // wraps: keys 25..39, then 0..14
+        Advance { secs: 3 }, // every lease has passed
+        GetMany {
+            first: 0,
+            count: 40,
+        },
+        GetMany { first: 9, count: 0 },
+    ]);
+    run_ops(SETUP, &ops);
+}
+
 #[test]
 fn ops_table_grows_with_readers_and_waiters() {
     let mut ops: Vec<Op> = (0..40).map(|key| Op::Claim { key }).collect();

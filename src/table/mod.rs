@@ -142,6 +142,18 @@ where
         self.shard(hash).prefetch_head(hash, guard);
     }
 
+    /// Starts loading `hash`'s summary byte and chain head; see
+    /// [`Shard::prefetch_bucket`].
+    pub(crate) fn prefetch_bucket(&self, hash: u64, guard: &Guard) {
+        self.shard(hash).prefetch_bucket(hash, guard);
+    }
+
+    /// Starts loading the first node of `hash`'s chain; see
+    /// [`Shard::prefetch_node`].
+    pub(crate) fn prefetch_node(&self, hash: u64, guard: &Guard) {
+        self.shard(hash).prefetch_node(hash, guard);
+    }
+
     /// Under the shard lock: what `key` holds, joining its flight.
     pub(crate) fn join<Q>(&self, hash: u64, key: &Q, now: u64) -> Joined<V>
     where

@@ -757,6 +757,45 @@ where
         let _ = (hash, guard);
     }
 
+    /// Starts loading what a lock-free read of `hash` touches first: its
+    /// summary byte and its chain head. For batched reads, which issue this
+    /// for every key before reading any, so their misses overlap.
+    pub(crate) fn prefetch_bucket(&self, hash: u64, guard: &Guard) {
+        #[cfg(not(idemstore_loom))]
+        {
+            // Acquire: as in `find`.
+            let buckets = self.buckets.load(Ordering::Acquire, guard);
+            // SAFETY: as in `find`: non-null, and pinned by `guard`.
+            let buckets = unsafe { buckets.deref() };
+            crate::sync::prefetch(&buckets.summaries[buckets.index(hash)]);
+            crate::sync::prefetch(buckets.head(hash));
+        }
+        #[cfg(idemstore_loom)]
+        let _ = (hash, guard);
+    }
+
+    /// Starts loading the first node of `hash`'s chain, if its summary
+    /// admits `hash`: a batched read's second miss. It loads the summary and
+    /// the head, so it pays off once [`prefetch_bucket`](Self::prefetch_bucket)
+    /// has brought them in. Only a hint: the read itself walks the chain.
+    pub(crate) fn prefetch_node(&self, hash: u64, guard: &Guard) {
+        #[cfg(not(idemstore_loom))]
+        {
+            // Acquire: as in `find`.
+            let buckets = self.buckets.load(Ordering::Acquire, guard);
+            // SAFETY: as in `find`: non-null, and pinned by `guard`.
+            let buckets = unsafe { buckets.deref() };
+            if buckets.may_hold(hash) {
+                // Relaxed: the pointer is only a hint; `find` loads the
+                // link with Acquire before dereferencing anything.
+                let head = buckets.head(hash).load(Ordering::Relaxed, guard);
+                crate::sync::prefetch(head.as_raw());
+            }
+        }
+        #[cfg(idemstore_loom)]
+        let _ = (hash, guard);
+    }
+
     /// The in-flight node of `token`, under the lock, if still current.
     fn current<'g>(
         &self,

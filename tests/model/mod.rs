@@ -140,6 +140,12 @@ pub enum Op {
     Get {
         key: u8,
     },
+    /// `get_many` of `count` consecutive keys from `first` (wrapping), so a
+    /// batch may name a key twice.
+    GetMany {
+        first: u8,
+        count: u8,
+    },
     /// `get_or_wait` with a zero timeout (a sequential run cannot wait).
     GetOrWait {
         key: u8,
@@ -639,6 +645,18 @@ pub fn run_ops(setup: Setup, ops: &[Op]) {
                 let key = key % KEYS;
                 let got = store.get(&key).map(|v| v.value);
                 assert_eq!(got, model.get(key), "step {step}: {op:?}");
+            }
+            Op::GetMany { first, count } => {
+                let keys: Vec<u8> = (0..count % 40)
+                    .map(|i| first.wrapping_add(i) % KEYS)
+                    .collect();
+                let got: Vec<_> = store
+                    .get_many(&keys)
+                    .into_iter()
+                    .map(|v| v.map(|v| v.value))
+                    .collect();
+                let want: Vec<_> = keys.iter().map(|&key| model.get(key)).collect();
+                assert_eq!(got, want, "step {step}: {op:?}");
             }
             Op::GetOrWait { key } => {
                 let key = key % KEYS;
