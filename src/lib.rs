@@ -58,7 +58,10 @@
 //!   new claims with [`ClaimError::Full`]; it never evicts a live entry.
 //! * **No locks handed out.** Every method returns owned values (clones);
 //!   wrap large values in `Arc`. [`Store::pinned`] lends a handle that
-//!   reads a batch of keys under one epoch pin, only for a closure's run.
+//!   reads a batch of keys under one epoch pin, only for a closure's run;
+//!   [`Store::get_many`] reads a batch with the keys' cache misses
+//!   overlapped: on a table that is not in cache, about a third of the
+//!   time per key of a `get` each (see `BENCHMARKS.md`).
 //!
 //! ## Sync and async
 //!
