@@ -251,11 +251,12 @@ where
     ) -> Result<RawClaim<K, V>, ClaimError> {
         let table = &self.inner.table;
         let hash = table.hash(&key);
+        // Before the pin, so that the bucket's cache miss overlaps the pin.
+        table.prefetch_bucket(hash);
         let now = self.now();
         let lease_deadline = now.saturating_add(self.inner.lease);
         // One pin serves the lookup and the claim after it.
         let guard = table.pin();
-        table.prefetch_head(hash, &guard);
         // A replay needs no lock: a completed value never changes.
         if let Lookup::Completed(value, agree) = table.lookup(hash, &key, now, fingerprint, &guard)
         {
@@ -333,7 +334,12 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.pin().get(key)
+        let table = &self.inner.table;
+        let hash = table.hash(key);
+        // Before the pin, so that the bucket's cache miss overlaps the pin's
+        // fenced write instead of waiting for it.
+        table.prefetch_bucket(hash);
+        self.pin().read(key, hash)
     }
 
     /// The values of `keys`, in order, each as [`get`](Self::get) would
@@ -673,7 +679,7 @@ where
             window.clear();
             window.extend(keys.by_ref().take(GET_MANY_WINDOW).map(|key| {
                 let hash = table.hash(key);
-                table.prefetch_bucket(hash, &self.guard);
+                table.prefetch_bucket(hash);
                 (key, hash)
             }));
             if window.is_empty() {

@@ -135,17 +135,11 @@ where
         self.shard(hash).lookup(hash, key, now, fingerprint, guard)
     }
 
-    /// Starts loading `hash`'s bucket slot, which a claim of a new key reads
-    /// and writes: issued before the lookup, its miss overlaps the lookup's
-    /// miss on the summary byte instead of following it.
-    pub(crate) fn prefetch_head(&self, hash: u64, guard: &Guard) {
-        self.shard(hash).prefetch_head(hash, guard);
-    }
-
-    /// Starts loading `hash`'s summary byte and chain head; see
-    /// [`Shard::prefetch_bucket`].
-    pub(crate) fn prefetch_bucket(&self, hash: u64, guard: &Guard) {
-        self.shard(hash).prefetch_bucket(hash, guard);
+    /// Starts loading `hash`'s summary byte and chain head, without a pin;
+    /// see [`Shard::prefetch_bucket`].
+    #[inline(always)]
+    pub(crate) fn prefetch_bucket(&self, hash: u64) {
+        self.shard(hash).prefetch_bucket(hash);
     }
 
     /// Starts loading the first node of `hash`'s chain; see

@@ -267,12 +267,66 @@ pub(crate) enum Joined<V> {
 #[repr(C)]
 pub(crate) struct Shard<K, V> {
     buckets: Atomic<Buckets<K, V>>,
+    /// Where the current array lies, for hints issued before pinning.
+    #[cfg(not(idemstore_loom))]
+    hint: Hint,
     /// Resizes begun plus resizes ended: odd while `grow` relinks nodes.
     /// Written under `writer`; lock-free readers check it to trust a miss.
     resizes: AtomicU64,
     writer: Padded<Mutex<Writer<V>>>,
     /// Nodes linked in this shard: written under `writer`, read without it.
     len: AtomicUsize,
+}
+
+/// The current array's addresses as plain numbers, so that an operation can
+/// start loading its bucket before it pins the epoch: the pin's fenced write
+/// and the bucket's cache miss then overlap instead of following one
+/// another. Never dereferenced, so it needs no pin: between a resize's
+/// stores and these loads the numbers may mix two arrays or name a freed
+/// one, and a prefetch of a wrong address only wastes a line.
+///
+/// Not in loom builds: it orders nothing, and the prefetch is a no-op there.
+#[cfg(not(idemstore_loom))]
+struct Hint {
+    slots: AtomicUsize,
+    summaries: AtomicUsize,
+    /// Bucket count minus one.
+    mask: AtomicUsize,
+}
+
+#[cfg(not(idemstore_loom))]
+impl Hint {
+    fn of<K, V>(buckets: &Buckets<K, V>) -> Self {
+        let hint = Hint {
+            slots: AtomicUsize::new(0),
+            summaries: AtomicUsize::new(0),
+            mask: AtomicUsize::new(0),
+        };
+        hint.point_at(buckets);
+        hint
+    }
+
+    /// Shard lock only (or before the shard is shared).
+    fn point_at<K, V>(&self, buckets: &Buckets<K, V>) {
+        // Relaxed: see the type's docs; nothing is read through these.
+        self.slots
+            .store(buckets.slots.as_ptr().addr(), Ordering::Relaxed);
+        self.summaries
+            .store(buckets.summaries.as_ptr().addr(), Ordering::Relaxed);
+        self.mask.store(buckets.slots.len() - 1, Ordering::Relaxed);
+    }
+
+    /// Starts loading `hash`'s summary byte and slot.
+    #[inline(always)]
+    fn prefetch<K, V>(&self, hash: u64) {
+        // Relaxed: a hint; see the type's docs.
+        let index = hash as usize & self.mask.load(Ordering::Relaxed);
+        let slot = size_of::<Atomic<Node<K, V>>>().wrapping_mul(index);
+        let slot = self.slots.load(Ordering::Relaxed).wrapping_add(slot);
+        let summary = self.summaries.load(Ordering::Relaxed).wrapping_add(index);
+        crate::sync::prefetch(std::ptr::without_provenance::<u8>(summary));
+        crate::sync::prefetch(std::ptr::without_provenance::<u8>(slot));
+    }
 }
 
 /// Hands one unlinked node to the epoch.
@@ -377,8 +431,11 @@ impl<V: Clone> Drop for Orphans<V> {
 
 impl<K, V> Shard<K, V> {
     pub(crate) fn new(buckets: usize) -> Self {
+        let buckets = Buckets::with_len(buckets.max(1).next_power_of_two());
         Shard {
-            buckets: Atomic::new(Buckets::with_len(buckets.max(1).next_power_of_two())),
+            #[cfg(not(idemstore_loom))]
+            hint: Hint::of(&buckets),
+            buckets: Atomic::new(buckets),
             writer: Padded(Mutex::new(Writer {
                 in_flight: 0,
                 flights: HashMap::new(),
@@ -646,6 +703,8 @@ where
                 current = next;
             }
         }
+        #[cfg(not(idemstore_loom))]
+        self.hint.point_at(&grown);
         // Release pairs with the Acquire in `find`: the chains are complete.
         self.buckets.store(Owned::new(grown), Ordering::Release);
         // Release pairs with the Acquire in `lookup`: a reader that sees the
@@ -741,37 +800,15 @@ where
         Ok(Claimed::Owner(token))
     }
 
-    /// Starts loading `hash`'s chain head, which a claim of a new key reads
-    /// and writes when it links its node. Without the lock: the array may be
-    /// replaced meanwhile, which costs only a wasted hint.
-    pub(crate) fn prefetch_head(&self, hash: u64, guard: &Guard) {
+    /// Starts loading `hash`'s summary byte and chain head: what a lookup
+    /// reads first, and what a claim of a new key reads and writes. Needs no
+    /// pin (see [`Hint`]), so an operation issues it before pinning.
+    #[inline(always)]
+    pub(crate) fn prefetch_bucket(&self, hash: u64) {
         #[cfg(not(idemstore_loom))]
-        {
-            // Acquire: as in `find`.
-            let buckets = self.buckets.load(Ordering::Acquire, guard);
-            // SAFETY: as in `find`: non-null, and pinned by `guard`.
-            let head = unsafe { buckets.deref() }.head(hash);
-            crate::sync::prefetch(head);
-        }
+        self.hint.prefetch::<K, V>(hash);
         #[cfg(idemstore_loom)]
-        let _ = (hash, guard);
-    }
-
-    /// Starts loading what a lock-free read of `hash` touches first: its
-    /// summary byte and its chain head. For batched reads, which issue this
-    /// for every key before reading any, so their misses overlap.
-    pub(crate) fn prefetch_bucket(&self, hash: u64, guard: &Guard) {
-        #[cfg(not(idemstore_loom))]
-        {
-            // Acquire: as in `find`.
-            let buckets = self.buckets.load(Ordering::Acquire, guard);
-            // SAFETY: as in `find`: non-null, and pinned by `guard`.
-            let buckets = unsafe { buckets.deref() };
-            crate::sync::prefetch(&buckets.summaries[buckets.index(hash)]);
-            crate::sync::prefetch(buckets.head(hash));
-        }
-        #[cfg(idemstore_loom)]
-        let _ = (hash, guard);
+        let _ = hash;
     }
 
     /// Starts loading the first node of `hash`'s chain, if its summary
@@ -1113,6 +1150,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The pre-pin prefetch aims at the array readers will walk: it follows
+    /// every resize.
+    #[test]
+    fn the_prefetch_hint_follows_the_array_through_growth() {
+        let f = Fixture::new();
+        for key in 0..64 {
+            f.claim(key, u64::MAX);
+            let guard = f.epoch.pin();
+            // SAFETY: never null, and pinned.
+            let buckets = unsafe { f.shard.buckets.load(Ordering::Acquire, &guard).deref() };
+            let hint = &f.shard.hint;
+            assert_eq!(
+                hint.slots.load(Ordering::Relaxed),
+                buckets.slots.as_ptr().addr()
+            );
+            assert_eq!(
+                hint.summaries.load(Ordering::Relaxed),
+                buckets.summaries.as_ptr().addr()
+            );
+            assert_eq!(hint.mask.load(Ordering::Relaxed), buckets.slots.len() - 1);
+        }
+        assert_eq!(
+            f.shard.resizes.load(Ordering::Relaxed),
+            2 * 4,
+            "4 -> 64 buckets"
+        );
     }
 
     #[test]
