@@ -6,7 +6,9 @@
 //! place, by its owner's `complete`. It never goes back: every other change
 //! (abandon, takeover, expiry, removal) unlinks the node and, for a new claim,
 //! links a fresh one with a fresh token. So `key`, `token` and `fingerprint`
-//! never change, and a completed value is written exactly once.
+//! never change, and a completed value is written exactly once. The value
+//! takes the token's place: the token matters only while in flight, and
+//! only to writers, who hold the shard lock.
 //!
 //! "Expired" is not stored: it is `now >= deadline`, where `deadline` is the
 //! lease deadline while in flight and the retention deadline once completed.
@@ -23,7 +25,7 @@
 //! written again. Readers reach nodes through the epoch, so a node is never
 //! freed under one.
 
-use std::mem::MaybeUninit;
+use std::mem::ManuallyDrop;
 
 use crate::fingerprint::Fingerprint;
 use crate::sync::{Atomic, AtomicU64, Ordering, UnsafeCell};
@@ -47,27 +49,35 @@ pub(crate) enum View<'a, V> {
     Expired,
 }
 
-/// Every field earns its place: a `u64 -> u64` node is 48 bytes. The hash
-/// is not stored (chains compare keys, and a resize rehashes), and the
+/// Every field earns its place: a `u64 -> u64` node is 40 bytes. The hash
+/// is not stored (chains compare keys, and a resize rehashes), the
 /// fingerprint, which plain claims do not have, lives in its own small
-/// allocation.
+/// allocation, and the value shares its bytes with the token.
 pub(crate) struct Node<K, V> {
     pub(crate) key: K,
-    /// The fencing token of the claim that created this node.
-    pub(crate) token: u64,
     /// The claim's fingerprint, if it had one. Fixed at construction.
     fingerprint: Option<Box<Fingerprint>>,
     /// Flags and deadline: the lease deadline while in flight, the retention
     /// deadline once completed.
     word: AtomicU64,
-    value: UnsafeCell<MaybeUninit<V>>,
+    /// The token while in flight, the value once `COMPLETED`.
+    payload: UnsafeCell<Payload<V>>,
     pub(crate) next: Atomic<Node<K, V>>,
+}
+
+/// A node's token and value never coexist: the fencing token of the claim
+/// that made the node is read only by writers of an in-flight node, under
+/// the shard lock, and the value only once the node is completed, which is
+/// when the value overwrites the token.
+union Payload<V> {
+    token: u64,
+    value: ManuallyDrop<V>,
 }
 
 // SAFETY: nodes are shared between threads: readers get `&K` and `&V`
 // (hence `Sync`), and whichever thread frees a node drops its key and value
-// (hence `Send`). The only interior mutation of `value` is the single
-// initialising write under the shard lock, published by `Release`.
+// (hence `Send`). The only interior mutation of `payload` is the single
+// write of the value under the shard lock, published by `Release`.
 unsafe impl<K: Send + Sync, V: Send + Sync> Sync for Node<K, V> {}
 // SAFETY: as above; a node owns its key and value.
 unsafe impl<K: Send, V: Send> Send for Node<K, V> {}
@@ -81,12 +91,24 @@ impl<K, V> Node<K, V> {
     ) -> Self {
         Node {
             key,
-            token,
             fingerprint: fingerprint.map(Box::new),
             word: AtomicU64::new(lease_deadline.min(DEADLINE)),
-            value: UnsafeCell::new(MaybeUninit::uninit()),
+            payload: UnsafeCell::new(Payload { token }),
             next: Atomic::null(),
         }
+    }
+
+    /// The fencing token of the claim that made this node, while it is in
+    /// flight; `None` once completed. Shard lock only.
+    pub(crate) fn token(&self) -> Option<u64> {
+        // Relaxed: only lock holders write the word, and the caller is one.
+        if self.word.load(Ordering::Relaxed) & COMPLETED != 0 {
+            return None;
+        }
+        // SAFETY: in flight, so the payload is the token (written at
+        // construction), and only a lock holder may overwrite it, in
+        // `complete`, which the caller's lock excludes.
+        Some(unsafe { self.payload.with(|p| (*p).token) })
     }
 
     /// The claim's fingerprint, if it had one.
@@ -104,10 +126,10 @@ impl<K, V> Node<K, V> {
         if word & COMPLETED == 0 {
             return View::InFlight;
         }
-        // SAFETY: COMPLETED is set only after `value` was initialised (see
+        // SAFETY: COMPLETED is set only after the value was written (see
         // `complete`), the Acquire above makes that write visible, and the
-        // value is never written again while the node lives.
-        View::Completed(unsafe { self.value.with(|v| (*v).assume_init_ref()) })
+        // payload is never written again while the node lives.
+        View::Completed(unsafe { self.payload.with(|p| &*(*p).value) })
     }
 
     /// The current deadline. Shard lock only.
@@ -134,10 +156,16 @@ impl<K, V> Node<K, V> {
     /// Stores the owner's value. Call only under the shard lock, once, while
     /// the node is in flight.
     pub(crate) fn complete(&self, value: V, expires_at: u64) {
-        // SAFETY: the shard lock excludes other writers; readers do not touch
-        // `value` until they see COMPLETED, which is stored below, after this
-        // write. The node is in flight, so `value` holds nothing to leak.
-        unsafe { self.value.with_mut(|v| (*v).write(value)) };
+        // SAFETY: the shard lock excludes other writers, and with them every
+        // reader of the token; lock-free readers do not touch the payload
+        // until they see COMPLETED, which is stored below, after this write.
+        // The node is in flight, so the payload holds a token, nothing to
+        // drop.
+        unsafe {
+            self.payload.with_mut(|p| {
+                (*p).value = ManuallyDrop::new(value);
+            })
+        };
         // Release pairs with the Acquire in `view`.
         self.update(COMPLETED, Some(expires_at), Ordering::Release);
     }
@@ -165,9 +193,12 @@ impl<K, V> Node<K, V> {
 impl<K, V> Drop for Node<K, V> {
     fn drop(&mut self) {
         if self.is_completed() {
-            // SAFETY: COMPLETED means `value` was initialised, and `&mut self`
-            // means nobody else can read it any more.
-            unsafe { self.value.with_mut(|v| (*v).assume_init_drop()) };
+            // SAFETY: COMPLETED means the payload is the value, and `&mut
+            // self` means nobody else can read it any more.
+            unsafe {
+                self.payload
+                    .with_mut(|p| ManuallyDrop::drop(&mut (*p).value))
+            };
         }
     }
 }
@@ -176,10 +207,20 @@ impl<K, V> Drop for Node<K, V> {
 mod tests {
     use super::*;
 
-    /// Memory budget: a `u64 -> u64` entry's node is 48 bytes.
+    /// Memory budget: a `u64 -> u64` entry's node is 40 bytes.
     #[test]
-    fn node_of_u64_pair_is_48_bytes() {
-        assert_eq!(std::mem::size_of::<Node<u64, u64>>(), 48);
+    fn node_of_u64_pair_is_40_bytes() {
+        assert_eq!(std::mem::size_of::<Node<u64, u64>>(), 40);
+    }
+
+    /// The token is readable until the value takes its place.
+    #[test]
+    fn the_value_takes_the_tokens_place() {
+        let node: Node<u8, String> = Node::in_flight(1, 42, None, u64::MAX);
+        assert_eq!(node.token(), Some(42));
+        node.complete("done".to_string(), u64::MAX);
+        assert_eq!(node.token(), None, "a completed node has no token");
+        assert!(matches!(node.view(0), View::Completed(v) if v == "done"));
     }
 
     #[test]

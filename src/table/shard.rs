@@ -547,9 +547,13 @@ where
         counters: &Counters,
     ) -> Arc<Flight<V>> {
         counters.bump(Event::Wait);
+        let token = node.token();
+        // The caller saw the node in flight, under the lock, which keeps it so.
+        debug_assert!(token.is_some(), "a flight for a completed node");
+        let token = token.unwrap_or_default();
         writer
             .flights
-            .entry(node.token)
+            .entry(token)
             .or_insert_with(|| {
                 node.set_has_flight();
                 Arc::new(Flight::new())
@@ -625,10 +629,10 @@ where
     ) {
         // SAFETY: `node` was loaded from the current array under the lock.
         let node_ref = unsafe { node.deref() };
-        if !node_ref.is_completed() {
+        if let Some(token) = node_ref.token() {
             writer.in_flight -= 1;
             if node_ref.has_flight() {
-                if let Some(flight) = writer.flights.remove(&node_ref.token) {
+                if let Some(flight) = writer.flights.remove(&token) {
                     orphans.0.push((flight, orphan));
                 }
             }
@@ -845,7 +849,7 @@ where
         let shared = found?;
         // SAFETY: found under the lock in the current array.
         let node = unsafe { shared.deref() };
-        (node.token == token && !node.is_completed()).then_some((link, shared))
+        (node.token() == Some(token)).then_some((link, shared))
     }
 
     /// Stores the owner's value if `token` is still current (rule 10).
