@@ -15,7 +15,7 @@ use crate::fingerprint::Fingerprint;
 use crate::stats::{Counters, Stats};
 use crate::store::Config;
 use crate::sync::{Arc, AtomicU64, Epoch, Guard, Mutex, Ordering};
-use shard::{Capacity, ClaimArgs, Common, Reclaim, Reclaimable, Shard, SweepPass};
+use shard::{buckets_for, Capacity, ClaimArgs, Common, Reclaim, Reclaimable, Shard, SweepPass};
 pub(crate) use shard::{Claimed, Joined, Lookup};
 
 /// Buckets each shard starts with.
@@ -83,7 +83,7 @@ where
         let shards = config.shards;
         let buckets = match (config.initial_capacity, config.max_entries) {
             // At most 2^30 buckets a shard: plenty, and no overflow anywhere.
-            (Some(entries), _) => entries.div_ceil(shards).clamp(1, 1 << 30),
+            (Some(entries), _) => buckets_for(entries.div_ceil(shards)).clamp(1, 1 << 30),
             // A small bound needs few buckets; a large one may never fill.
             (None, Some(max)) => max.div_ceil(shards).clamp(1, INITIAL_BUCKETS),
             (None, None) => INITIAL_BUCKETS,
