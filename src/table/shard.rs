@@ -289,7 +289,15 @@ pub(crate) struct Shard<K, V> {
     /// Resizes begun plus resizes ended: odd while `grow` relinks nodes.
     /// Written under `writer`; lock-free readers check it to trust a miss.
     resizes: AtomicU64,
-    writer: Padded<Mutex<Writer<V>>>,
+    locked: Padded<Locked<V>>,
+}
+
+/// The shard lock, and the entry count that only its holder writes, on
+/// lines of their own. Every claim writes the count; beside the array
+/// pointer, which every lock-free read loads, it would cost readers on other
+/// cores a miss per claim.
+struct Locked<V> {
+    writer: Mutex<Writer<V>>,
     /// Nodes linked in this shard: written under `writer`, read without it.
     len: AtomicUsize,
 }
@@ -452,21 +460,23 @@ impl<K, V> Shard<K, V> {
             #[cfg(not(idemstore_loom))]
             hint: Hint::of(&buckets),
             buckets: Atomic::new(buckets),
-            writer: Padded(Mutex::new(Writer {
-                in_flight: 0,
-                flights: HashMap::new(),
-                earliest: u64::MAX,
-                pass: 0,
-                pass_min: u64::MAX,
-            })),
-            len: AtomicUsize::new(0),
+            locked: Padded(Locked {
+                writer: Mutex::new(Writer {
+                    in_flight: 0,
+                    flights: HashMap::new(),
+                    earliest: u64::MAX,
+                    pass: 0,
+                    pass_min: u64::MAX,
+                }),
+                len: AtomicUsize::new(0),
+            }),
             resizes: AtomicU64::new(0),
         }
     }
 
     /// Entries in this shard, without the lock.
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        self.locked.len.load(Ordering::Relaxed)
     }
 }
 
@@ -506,8 +516,12 @@ where
     /// Adjusts the entry count; returns the new count. Shard lock only.
     fn add_len(&self, delta: isize) -> usize {
         // Relaxed load and store: only lock holders write the count.
-        let len = self.len.load(Ordering::Relaxed).wrapping_add_signed(delta);
-        self.len.store(len, Ordering::Relaxed);
+        let len = self
+            .locked
+            .len
+            .load(Ordering::Relaxed)
+            .wrapping_add_signed(delta);
+        self.locked.len.store(len, Ordering::Relaxed);
         len
     }
 
@@ -537,7 +551,7 @@ where
                 return None;
             }
             // The walk overlapped a resize: confirm the miss under the lock.
-            let _writer = self.writer.lock();
+            let _writer = self.locked.writer.lock();
             self.find(hash, key, guard)
         });
         match found {
@@ -590,7 +604,7 @@ where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        let mut writer = self.writer.lock();
+        let mut writer = self.locked.writer.lock();
         let (_, Some(shared)) = self.find_link(hash, key, guard) else {
             return Joined::Absent;
         };
@@ -755,7 +769,7 @@ where
         } = args;
         let counters = &common.counters;
         let mut orphans = Orphans(Vec::new());
-        let mut writer = self.writer.lock();
+        let mut writer = self.locked.writer.lock();
         let (link, found) = self.find_link(hash, &key, guard);
         if let Some(shared) = found {
             // SAFETY: found under the lock in the current array.
@@ -881,7 +895,7 @@ where
         guard: &Guard,
     ) -> Result<(), Superseded<V>> {
         let mut orphans = Orphans(Vec::new());
-        let mut writer = self.writer.lock();
+        let mut writer = self.locked.writer.lock();
         let Some((_, shared)) = self.current(hash, key, token, guard) else {
             return Err(Superseded(value));
         };
@@ -908,7 +922,7 @@ where
         guard: &Guard,
     ) -> bool {
         let mut orphans = Orphans(Vec::new());
-        let mut writer = self.writer.lock();
+        let mut writer = self.locked.writer.lock();
         let Some((link, shared)) = self.current(hash, key, token, guard) else {
             return false;
         };
@@ -937,7 +951,7 @@ where
         deadline: u64,
         guard: &Guard,
     ) -> bool {
-        let mut writer = self.writer.lock();
+        let mut writer = self.locked.writer.lock();
         let Some((_, shared)) = self.current(hash, key, token, guard) else {
             return false;
         };
@@ -962,7 +976,7 @@ where
         Q: Eq + ?Sized,
     {
         let mut orphans = Orphans(Vec::new());
-        let mut writer = self.writer.lock();
+        let mut writer = self.locked.writer.lock();
         let (link, Some(shared)) = self.find_link(hash, key, guard) else {
             return false;
         };
@@ -1003,7 +1017,7 @@ where
         guard: &Guard,
     ) -> (usize, bool) {
         let mut orphans = Orphans(Vec::new());
-        let mut writer = self.writer.lock();
+        let mut writer = self.locked.writer.lock();
         if pass.id == 0 {
             if now < writer.earliest {
                 return (0, true);
@@ -1069,13 +1083,14 @@ where
 
     /// Entries in flight in this shard.
     pub(crate) fn in_flight(&self) -> usize {
-        self.writer.lock().in_flight
+        self.locked.writer.lock().in_flight
     }
 
     /// Registered waiters across this shard's flights (for models).
     #[cfg(idemstore_loom)]
     pub(crate) fn waiters(&self) -> usize {
-        self.writer
+        self.locked
+            .writer
             .lock()
             .flights
             .values()
@@ -1102,7 +1117,7 @@ impl<K, V> Drop for Shard<K, V> {
             drop(buckets.into_owned());
         }
         // Flights whose owners leaked their ticket: nobody else will end them.
-        let writer = self.writer.lock();
+        let writer = self.locked.writer.lock();
         for flight in writer.flights.values() {
             flight.abandon();
         }
