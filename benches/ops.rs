@@ -209,7 +209,7 @@ fn fresh<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>) {
     }
 }
 
-/// A line of the floor's array: one per key, as idemstore's nodes are.
+/// A line of the floor's array: one per key.
 #[repr(align(64))]
 struct Line([u64; 8]);
 
