@@ -373,8 +373,9 @@ where
     ///
     /// Each [`get`](Self::get) pins for its own read: a fenced write to this
     /// thread's epoch slot and some 45 instructions, about a quarter of the
-    /// read's. [`Pinned::get`] skips both. While `reads` runs, memory the store retired around or after
-    /// the pin (removed entries, replaced arrays) cannot be freed, store-wide;
+    /// read's. [`Pinned::get`] skips both. While `reads` runs, memory the
+    /// store retired around or after the pin (removed entries, replaced
+    /// arrays) cannot be freed, store-wide;
     /// sweeps still unlink expired entries and release their capacity. So
     /// keep a batch short: a request's reads, not a thread's life. The
     /// handle is only lent to `reads`, so it cannot outlive the call or

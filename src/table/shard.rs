@@ -292,10 +292,10 @@ pub(crate) struct Shard<K, V> {
     locked: Padded<Locked<V>>,
 }
 
-/// The shard lock, and the entry count that only its holder writes, on
-/// lines of their own. Every claim writes the count; beside the array
-/// pointer, which every lock-free read loads, it would cost readers on other
-/// cores a miss per claim.
+/// The shard lock, and the entry count that only its holder writes, on the
+/// same lines: every claim and unlink writes both, so it owns one line pair
+/// instead of two, and neither shares a line with the array pointer and
+/// hint that every lock-free read loads.
 struct Locked<V> {
     writer: Mutex<Writer<V>>,
     /// Nodes linked in this shard: written under `writer`, read without it.
