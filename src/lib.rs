@@ -60,8 +60,8 @@
 //!   wrap large values in `Arc`. [`Store::pinned`] lends a handle that
 //!   reads a batch of keys under one epoch pin, only for a closure's run;
 //!   [`Store::get_many`] reads a batch with the keys' cache misses
-//!   overlapped: on a table that is not in cache, about a third of the
-//!   time per key of a `get` each (see `BENCHMARKS.md`).
+//!   overlapped: on a table that is not in cache, a third to a half of
+//!   the time per key of a `get` each (see `BENCHMARKS.md`).
 //!
 //! ## Sync and async
 //!
