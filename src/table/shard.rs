@@ -142,8 +142,8 @@ impl<K, V> Buckets<K, V> {
 }
 
 /// Starts loading the first node of the chain at `slots[index]`, if any.
-/// Shard lock only: no node can be freed meanwhile, though the hint would be
-/// harmless even then.
+/// Under the shard lock or a pin, so `slots` is a live array; a node freed
+/// meanwhile would only make the hint a wasted one.
 #[inline(always)]
 fn prefetch_chain<K, V>(slots: &[Atomic<Node<K, V>>], index: usize, guard: &Guard) {
     // Under loom the extra load would only widen the model.
@@ -850,6 +850,7 @@ where
     /// the head, so it pays off once [`prefetch_bucket`](Self::prefetch_bucket)
     /// has brought them in. Only a hint: the read itself walks the chain.
     pub(crate) fn prefetch_node(&self, hash: u64, guard: &Guard) {
+        // Under loom the extra loads would only widen the model.
         #[cfg(not(idemstore_loom))]
         {
             // Acquire: as in `find`.
@@ -857,10 +858,7 @@ where
             // SAFETY: as in `find`: non-null, and pinned by `guard`.
             let buckets = unsafe { buckets.deref() };
             if buckets.may_hold(hash) {
-                // Relaxed: the pointer is only a hint; `find` loads the
-                // link with Acquire before dereferencing anything.
-                let head = buckets.head(hash).load(Ordering::Relaxed, guard);
-                crate::sync::prefetch(head.as_raw());
+                prefetch_chain(&buckets.slots, buckets.index(hash), guard);
             }
         }
         #[cfg(idemstore_loom)]
