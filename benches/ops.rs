@@ -136,11 +136,21 @@ enum Batched {
 }
 
 impl Batched {
+    const ALL: [Batched; 2] = [Batched::Pinned, Batched::Many];
+
     /// The row's name, which `IDEMSTORE_BENCH_ONLY` also takes.
     fn name(self) -> &'static str {
         match self {
             Batched::Pinned => "idemstore_pinned",
             Batched::Many => "idemstore_many",
+        }
+    }
+
+    /// How the row reads each batch, for the summary.
+    fn what(self) -> &'static str {
+        match self {
+            Batched::Pinned => "a get per key under one pin",
+            Batched::Many => "get_many",
         }
     }
 }
@@ -303,8 +313,9 @@ fn main() {
 
     let mut g = c.benchmark_group("hit");
     common::for_each_subject!(hit(&mut g, &keys));
-    hit_batched(&mut g, &keys, Batched::Pinned);
-    hit_batched(&mut g, &keys, Batched::Many);
+    for way in Batched::ALL {
+        hit_batched(&mut g, &keys, way);
+    }
     g.finish();
 
     floor(&mut c);
@@ -330,10 +341,7 @@ fn main() {
         "ns",
         1.0,
     );
-    for (way, what) in [
-        (Batched::Pinned, "a get per key under one pin"),
-        (Batched::Many, "get_many"),
-    ] {
+    for way in Batched::ALL {
         for param in common::thread_params() {
             let Some(batched) = common::criterion_median("hit", way.name(), &param) else {
                 continue;
@@ -344,8 +352,9 @@ fn main() {
                 .map(|(s, m)| format!("{s} {:.2}x", batched / m))
                 .collect();
             println!(
-                "hit/{}/{param} (batches of {BATCH}, {what}): {batched:.1} ns; {}",
+                "hit/{}/{param} (batches of {BATCH}, {}): {batched:.1} ns; {}",
                 way.name(),
+                way.what(),
                 ratios.join(", ")
             );
         }
