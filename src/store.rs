@@ -205,7 +205,7 @@ where
     /// assert!(matches!(store.claim(1), Ok(Claim::Completed("done"))));
     /// ```
     pub fn claim(&self, key: K) -> Result<Claim<K, V, S>, ClaimError> {
-        self.claim_inner(key, None)
+        self.claim_inner(ClaimKey::Given(key), None)
             .map(|claim| self.to_public(claim))
     }
 
@@ -228,7 +228,7 @@ where
         key: K,
         fingerprint: Fingerprint,
     ) -> Result<Claim<K, V, S>, ClaimError> {
-        self.claim_inner(key, Some(fingerprint))
+        self.claim_inner(ClaimKey::Given(key), Some(fingerprint))
             .map(|claim| self.to_public(claim))
     }
 
@@ -246,11 +246,11 @@ where
 
     fn claim_inner(
         &self,
-        key: K,
+        key: ClaimKey<'_, K>,
         fingerprint: Option<Fingerprint>,
     ) -> Result<RawClaim<K, V>, ClaimError> {
         let table = &self.inner.table;
-        let hash = table.hash(&key);
+        let hash = table.hash(key.get());
         // Before the pin, so that the bucket's cache miss overlaps the pin.
         table.prefetch_bucket(hash);
         let now = self.now();
@@ -258,7 +258,8 @@ where
         // One pin serves the lookup and the claim after it.
         let guard = table.pin();
         // A replay needs no lock: a completed value never changes.
-        if let Lookup::Completed(value, agree) = table.lookup(hash, &key, now, fingerprint, &guard)
+        if let Lookup::Completed(value, agree) =
+            table.lookup(hash, key.get(), now, fingerprint, &guard)
         {
             let event = if agree {
                 Event::Replay
@@ -272,7 +273,14 @@ where
                 Err(ClaimError::Mismatch)
             };
         }
-        let mut claimed = table.claim(hash, key.clone(), fingerprint, now, lease_deadline, &guard);
+        let mut claimed = table.claim(
+            hash,
+            key.get().clone(),
+            fingerprint,
+            now,
+            lease_deadline,
+            &guard,
+        );
         // Full: make room from expired entries, once, before refusing.
         // Unpinned: the sweep pins per step, so a full pass does not hold
         // back the epoch from freeing what its first steps retired.
@@ -280,12 +288,20 @@ where
         let full = |claimed: &Result<_, _>| matches!(claimed, Err(ClaimError::Full));
         if full(&claimed) && table.sweep_when_full(now, SWEEP_BUDGET) > 0 {
             let guard = table.pin();
-            claimed = table.claim(hash, key.clone(), fingerprint, now, lease_deadline, &guard);
+            claimed = table.claim(
+                hash,
+                key.get().clone(),
+                fingerprint,
+                now,
+                lease_deadline,
+                &guard,
+            );
         }
         if full(&claimed) {
             table.counters().bump(Event::Refusal);
         }
         let claimed = claimed?;
+        let key = key.into_owned();
         Ok(match claimed {
             Claimed::Owner(token) => RawClaim::Owner(Owned { key, hash, token }),
             Claimed::Completed(value) => RawClaim::Completed(value),
@@ -501,7 +517,7 @@ where
         F: FnOnce() -> Result<V, E>,
     {
         loop {
-            match self.claim_inner(key.clone(), None)? {
+            match self.claim_inner(ClaimKey::Lent(&key), None)? {
                 // The guard exists before the operation runs, so a panic in
                 // it abandons the claim.
                 RawClaim::Owner(owned) => return Owning::new(self, owned).finish(operation()),
@@ -541,7 +557,7 @@ where
         Fut: Future<Output = Result<V, E>>,
     {
         loop {
-            match self.claim_inner(key.clone(), None)? {
+            match self.claim_inner(ClaimKey::Lent(&key), None)? {
                 RawClaim::Owner(owned) => {
                     return Owning::new(self, owned).finish(operation().await)
                 }
@@ -722,6 +738,30 @@ pub(crate) struct Owned<K> {
     key: K,
     hash: u64,
     token: u64,
+}
+
+/// The key a claim is made with: one the caller gave up, or one it lends
+/// (`execute` keeps its key for a retry), cloned only once the claim needs
+/// a key of its own. A replay, the duplicate's common path, needs none.
+enum ClaimKey<'a, K> {
+    Given(K),
+    Lent(&'a K),
+}
+
+impl<K: Clone> ClaimKey<'_, K> {
+    fn get(&self) -> &K {
+        match self {
+            ClaimKey::Given(key) => key,
+            ClaimKey::Lent(key) => key,
+        }
+    }
+
+    fn into_owned(self) -> K {
+        match self {
+            ClaimKey::Given(key) => key,
+            ClaimKey::Lent(key) => key.clone(),
+        }
+    }
 }
 
 /// A claim before it reaches the caller.
