@@ -232,6 +232,19 @@ where
             .map(|claim| self.to_public(claim))
     }
 
+    /// As [`claim_with`](Self::claim_with), for a caller that keeps `key`
+    /// to claim again (the HTTP layer after a released wait): the key is
+    /// cloned only if the claim keeps it, never for a replay.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn claim_lent_with(
+        &self,
+        key: &K,
+        fingerprint: Fingerprint,
+    ) -> Result<Claim<K, V, S>, ClaimError> {
+        self.claim_inner(ClaimKey::Lent(key), Some(fingerprint))
+            .map(|claim| self.to_public(claim))
+    }
+
     /// The public form of a claim: an owner gets a `Ticket`, which holds its
     /// own handle to the store.
     fn to_public(&self, claim: RawClaim<K, V>) -> Claim<K, V, S> {
@@ -832,5 +845,55 @@ where
             let Owned { key, hash, token } = &self.owned;
             self.store.abandon_token(*hash, key, *token);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A key that counts its clones.
+    #[derive(Debug)]
+    struct Counted(u8, std::sync::Arc<AtomicUsize>);
+
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            Counted(self.0, self.1.clone())
+        }
+    }
+
+    impl PartialEq for Counted {
+        fn eq(&self, other: &Self) -> bool {
+            self.0 == other.0
+        }
+    }
+
+    impl Eq for Counted {}
+
+    impl Hash for Counted {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            self.0.hash(state);
+        }
+    }
+
+    #[test]
+    fn a_lent_key_is_cloned_only_when_the_claim_keeps_it() {
+        let clones = std::sync::Arc::new(AtomicUsize::new(0));
+        let key = Counted(1, clones.clone());
+        let fingerprint = Fingerprint::of_bytes(b"body");
+        let store: Store<Counted, u8> = Store::new();
+        let Ok(Claim::Owner(ticket)) = store.claim_lent_with(&key, fingerprint) else {
+            panic!("the first claim owns the key");
+        };
+        // One copy for the entry, one for the ticket.
+        assert_eq!(clones.swap(0, Ordering::Relaxed), 2);
+        ticket.complete(7).unwrap();
+        assert!(matches!(
+            store.claim_lent_with(&key, fingerprint),
+            Ok(Claim::Completed(7))
+        ));
+        assert_eq!(clones.load(Ordering::Relaxed), 0, "a replay cloned the key");
     }
 }

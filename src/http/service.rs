@@ -238,7 +238,7 @@ where
     let arrived = Instant::now();
     let mut lease_expired = false;
     loop {
-        match layer.store.claim_with(key.clone(), fingerprint) {
+        match layer.store.claim_lent_with(&key, fingerprint) {
             Ok(Claim::Owner(ticket)) => {
                 if lease_expired {
                     event!(info, "takeover", token = ticket.token());
