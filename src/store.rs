@@ -286,29 +286,24 @@ where
                 Err(ClaimError::Mismatch)
             };
         }
-        let mut claimed = table.claim(
-            hash,
-            key.get().clone(),
-            fingerprint,
-            now,
-            lease_deadline,
-            &guard,
-        );
+        let claim = |guard: &Guard| {
+            table.claim(
+                hash,
+                key.get().clone(),
+                fingerprint,
+                now,
+                lease_deadline,
+                guard,
+            )
+        };
+        let mut claimed = claim(&guard);
         // Full: make room from expired entries, once, before refusing.
         // Unpinned: the sweep pins per step, so a full pass does not hold
         // back the epoch from freeing what its first steps retired.
         drop(guard);
         let full = |claimed: &Result<_, _>| matches!(claimed, Err(ClaimError::Full));
         if full(&claimed) && table.sweep_when_full(now, SWEEP_BUDGET) > 0 {
-            let guard = table.pin();
-            claimed = table.claim(
-                hash,
-                key.get().clone(),
-                fingerprint,
-                now,
-                lease_deadline,
-                &guard,
-            );
+            claimed = claim(&table.pin());
         }
         if full(&claimed) {
             table.counters().bump(Event::Refusal);
@@ -848,14 +843,14 @@ where
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(idemstore_loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A key that counts its clones.
+    /// A key that counts its clones: what a `String` key would allocate.
     #[derive(Debug)]
-    struct Counted(u8, std::sync::Arc<AtomicUsize>);
+    struct Counted(u64, Arc<AtomicUsize>);
 
     impl Clone for Counted {
         fn clone(&self) -> Self {
@@ -880,7 +875,7 @@ mod tests {
 
     #[test]
     fn a_lent_key_is_cloned_only_when_the_claim_keeps_it() {
-        let clones = std::sync::Arc::new(AtomicUsize::new(0));
+        let clones = Arc::new(AtomicUsize::new(0));
         let key = Counted(1, clones.clone());
         let fingerprint = Fingerprint::of_bytes(b"body");
         let store: Store<Counted, u8> = Store::new();
@@ -895,5 +890,30 @@ mod tests {
             Ok(Claim::Completed(7))
         ));
         assert_eq!(clones.load(Ordering::Relaxed), 0, "a replay cloned the key");
+    }
+
+    /// A replay, the duplicate's common path, copies nothing of the key: for a
+    /// `String` key a clone would be an allocation per duplicate. The first
+    /// execution keeps one copy in the entry and one for its owner.
+    #[test]
+    fn execute_clones_the_key_only_to_store_it() {
+        let clones = Arc::new(AtomicUsize::new(0));
+        let key = |n| Counted(n, clones.clone());
+        let store: Store<Counted, u64> = Store::new();
+        assert_eq!(
+            store.execute(key(7), || Ok::<_, ()>(49)),
+            Ok(Outcome::Executed(49))
+        );
+        assert_eq!(clones.swap(0, Ordering::Relaxed), 2);
+        for _ in 0..3 {
+            assert_eq!(
+                store.execute(key(7), || Ok::<_, ()>(0)),
+                Ok(Outcome::Replayed(49))
+            );
+        }
+        assert_eq!(clones.load(Ordering::Relaxed), 0, "a replay cloned the key");
+        let flight = store.claim(key(8));
+        assert!(matches!(flight, Ok(Claim::Owner(_))));
+        assert_eq!(clones.load(Ordering::Relaxed), 1, "a claim keeps one copy");
     }
 }

@@ -198,56 +198,6 @@ fn values_are_cloned_out() {
     assert_eq!(store.get(&1), Some(vec![1, 2, 3]));
 }
 
-/// A key that counts its clones: what a `String` key would allocate.
-#[derive(Debug)]
-struct Counted(u64, Arc<AtomicUsize>);
-
-impl Clone for Counted {
-    fn clone(&self) -> Self {
-        self.1.fetch_add(1, Ordering::Relaxed);
-        Counted(self.0, self.1.clone())
-    }
-}
-
-impl PartialEq for Counted {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
-    }
-}
-
-impl Eq for Counted {}
-
-impl std::hash::Hash for Counted {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
-
-/// A replay, the duplicate's common path, copies nothing of the key: for a
-/// `String` key a clone would be an allocation per duplicate. The first
-/// execution keeps one copy in the entry and one for its owner's ticket.
-#[test]
-fn execute_clones_the_key_only_to_store_it() {
-    let clones = Arc::new(AtomicUsize::new(0));
-    let key = |n| Counted(n, clones.clone());
-    let (store, _clock) = manual_store::<Counted, u64>();
-    assert_eq!(
-        store.execute(key(7), || Ok::<_, ()>(49)),
-        Ok(Outcome::Executed(49))
-    );
-    assert_eq!(clones.swap(0, Ordering::Relaxed), 2);
-    for _ in 0..3 {
-        assert_eq!(
-            store.execute(key(7), || Ok::<_, ()>(0)),
-            Ok(Outcome::Replayed(49))
-        );
-    }
-    assert_eq!(clones.load(Ordering::Relaxed), 0, "a replay cloned the key");
-    let flight = store.claim(key(8));
-    assert!(matches!(flight, Ok(Claim::Owner(_))));
-    assert_eq!(clones.load(Ordering::Relaxed), 1, "a claim keeps one copy");
-}
-
 /// A pinned handle reads the table as it is at each read: values completed
 /// after it was made, and nothing for keys removed or still in flight.
 #[test]
