@@ -1,6 +1,6 @@
 //! The public [`Store`]: a thin, safe handle over the sharded table.
 
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::hash::{BuildHasher, Hash};
@@ -205,7 +205,7 @@ where
     /// assert!(matches!(store.claim(1), Ok(Claim::Completed("done"))));
     /// ```
     pub fn claim(&self, key: K) -> Result<Claim<K, V, S>, ClaimError> {
-        self.claim_inner(ClaimKey::Given(key), None)
+        self.claim_inner(Cow::Owned(key), None)
             .map(|claim| self.to_public(claim))
     }
 
@@ -228,7 +228,7 @@ where
         key: K,
         fingerprint: Fingerprint,
     ) -> Result<Claim<K, V, S>, ClaimError> {
-        self.claim_inner(ClaimKey::Given(key), Some(fingerprint))
+        self.claim_inner(Cow::Owned(key), Some(fingerprint))
             .map(|claim| self.to_public(claim))
     }
 
@@ -241,7 +241,7 @@ where
         key: &K,
         fingerprint: Fingerprint,
     ) -> Result<Claim<K, V, S>, ClaimError> {
-        self.claim_inner(ClaimKey::Lent(key), Some(fingerprint))
+        self.claim_inner(Cow::Borrowed(key), Some(fingerprint))
             .map(|claim| self.to_public(claim))
     }
 
@@ -257,13 +257,16 @@ where
         }
     }
 
+    /// Every claim. `key` is borrowed where the caller keeps it for a retry
+    /// (`execute`, the HTTP layer) and cloned only when the claim keeps a
+    /// key of its own: a replay, the duplicate's common path, clones none.
     fn claim_inner(
         &self,
-        key: ClaimKey<'_, K>,
+        key: Cow<'_, K>,
         fingerprint: Option<Fingerprint>,
     ) -> Result<RawClaim<K, V>, ClaimError> {
         let table = &self.inner.table;
-        let hash = table.hash(key.get());
+        let hash = table.hash(&*key);
         // Before the pin, so that the bucket's cache miss overlaps the pin.
         table.prefetch_bucket(hash);
         let now = self.now();
@@ -271,8 +274,7 @@ where
         // One pin serves the lookup and the claim after it.
         let guard = table.pin();
         // A replay needs no lock: a completed value never changes.
-        if let Lookup::Completed(value, agree) =
-            table.lookup(hash, key.get(), now, fingerprint, &guard)
+        if let Lookup::Completed(value, agree) = table.lookup(hash, &*key, now, fingerprint, &guard)
         {
             let event = if agree {
                 Event::Replay
@@ -289,7 +291,7 @@ where
         let claim = |guard: &Guard| {
             table.claim(
                 hash,
-                key.get().clone(),
+                K::clone(&key),
                 fingerprint,
                 now,
                 lease_deadline,
@@ -525,7 +527,7 @@ where
         F: FnOnce() -> Result<V, E>,
     {
         loop {
-            match self.claim_inner(ClaimKey::Lent(&key), None)? {
+            match self.claim_inner(Cow::Borrowed(&key), None)? {
                 // The guard exists before the operation runs, so a panic in
                 // it abandons the claim.
                 RawClaim::Owner(owned) => return Owning::new(self, owned).finish(operation()),
@@ -565,7 +567,7 @@ where
         Fut: Future<Output = Result<V, E>>,
     {
         loop {
-            match self.claim_inner(ClaimKey::Lent(&key), None)? {
+            match self.claim_inner(Cow::Borrowed(&key), None)? {
                 RawClaim::Owner(owned) => {
                     return Owning::new(self, owned).finish(operation().await)
                 }
@@ -746,30 +748,6 @@ pub(crate) struct Owned<K> {
     key: K,
     hash: u64,
     token: u64,
-}
-
-/// The key a claim is made with: one the caller gave up, or one it lends
-/// (`execute` keeps its key for a retry), cloned only once the claim needs
-/// a key of its own. A replay, the duplicate's common path, needs none.
-enum ClaimKey<'a, K> {
-    Given(K),
-    Lent(&'a K),
-}
-
-impl<K: Clone> ClaimKey<'_, K> {
-    fn get(&self) -> &K {
-        match self {
-            ClaimKey::Given(key) => key,
-            ClaimKey::Lent(key) => key,
-        }
-    }
-
-    fn into_owned(self) -> K {
-        match self {
-            ClaimKey::Given(key) => key,
-            ClaimKey::Lent(key) => key.clone(),
-        }
-    }
 }
 
 /// A claim before it reaches the caller.
