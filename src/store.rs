@@ -271,20 +271,17 @@ where
         table.prefetch_bucket(hash);
         let now = self.now();
         let lease_deadline = now.saturating_add(self.inner.lease);
-        // One pin serves the lookup and the claim after it.
-        let guard = table.pin();
+        // One pin serves the lookup and the claim after it; the same lookup
+        // finds this thread's counts.
+        let (guard, counts) = table.pin_counting();
         // A replay needs no lock: a completed value never changes.
         if let Lookup::Completed(value, agree) = table.lookup(hash, &*key, now, fingerprint, &guard)
         {
-            let event = if agree {
-                Event::Replay
-            } else {
-                Event::Mismatch
-            };
-            table.counters().bump(event);
             return if agree {
+                counts.bump(Event::Replay);
                 Ok(RawClaim::Completed(value))
             } else {
+                counts.bump(Event::Mismatch);
                 Err(ClaimError::Mismatch)
             };
         }
@@ -307,14 +304,26 @@ where
         if full(&claimed) && table.sweep_when_full(now, SWEEP_BUDGET) > 0 {
             claimed = claim(&table.pin());
         }
-        if full(&claimed) {
-            table.counters().bump(Event::Refusal);
-        }
-        let claimed = claimed?;
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                counts.bump(match error {
+                    ClaimError::Full => Event::Refusal,
+                    ClaimError::Mismatch => Event::Mismatch,
+                });
+                return Err(error);
+            }
+        };
         let key = key.into_owned();
         Ok(match claimed {
-            Claimed::Owner(token) => RawClaim::Owner(Owned { key, hash, token }),
-            Claimed::Completed(value) => RawClaim::Completed(value),
+            Claimed::Owner(token) => {
+                counts.bump(Event::Claim);
+                RawClaim::Owner(Owned { key, hash, token })
+            }
+            Claimed::Completed(value) => {
+                counts.bump(Event::Replay);
+                RawClaim::Completed(value)
+            }
             Claimed::InFlight(flight) => RawClaim::InFlight(Pending::new(key, flight)),
         })
     }

@@ -91,38 +91,107 @@ mod imp {
         }
     }
 
-    /// Per-thread epoch handles for one store's own collector.
+    use crate::stats::Counts;
+
+    /// One store's own collector, and each thread's handle on it together
+    /// with that thread's statistics counts: an operation that pins and
+    /// counts finds both with one lookup. Not generic over what it keeps
+    /// beside the handle: a generic `pin` would be compiled in the user's
+    /// crate, where the thread-id lookup is a call instead of a TLS load.
     pub(crate) struct Epoch {
         // Declared first so the handles drop before the collector: once the
         // last handle and the collector are gone, crossbeam runs every
         // deferred destructor, so a dropped store leaves no value behind.
-        handles: thread_local::ThreadLocal<Handle>,
+        locals: thread_local::ThreadLocal<Local>,
         collector: super::Collector,
     }
 
-    struct Handle(crossbeam_epoch::LocalHandle);
+    /// A thread's handle and its counts. `ThreadLocal` keeps its values side by
+    /// side in one array, so without the alignment two threads' entries
+    /// would share a cache line, and each pin and count would take the line
+    /// from the other core (at 16 threads a replay took 1.5 to 1.7 times as
+    /// long; BENCHMARKS.md). 128 bytes: a line and the neighbour the
+    /// prefetcher pairs with it, as in `table::Padded`.
+    #[repr(align(128))]
+    struct Local {
+        handle: crossbeam_epoch::LocalHandle,
+        counts: Counts,
+    }
 
     // SAFETY: a `LocalHandle` is `!Send` because its `Local` uses `Cell`s
     // that must not be touched by two threads at once. `ThreadLocal` hands
-    // each handle only to the thread that created it, or, after that thread
+    // each entry only to the thread that created it, or, after that thread
     // has exited, to one new thread reusing its slot: never concurrently.
-    // The handles are dropped together with the `ThreadLocal`, which happens
+    // The entries are dropped together with the `ThreadLocal`, which happens
     // in the store's `Drop`, when no operation (hence no `Guard`) is live.
-    unsafe impl Send for Handle {}
+    unsafe impl Send for Local {}
+    // SAFETY: other threads reach an entry only through `for_each`, which
+    // lends them the counts alone (atomics); the handle is used only by the
+    // thread the entry belongs to (see the `Send` impl).
+    unsafe impl Sync for Local {}
 
     impl Epoch {
         pub(crate) fn new() -> Self {
             Epoch {
-                handles: thread_local::ThreadLocal::new(),
+                locals: thread_local::ThreadLocal::new(),
                 collector: super::Collector::new(),
             }
         }
 
+        #[inline]
+        fn local(&self) -> &Local {
+            match self.locals.get() {
+                Some(local) => local,
+                None => self.register(),
+            }
+        }
+
+        /// A thread's first operation on the store. Out of line, so the
+        /// aligned entry built here costs the hot path no stack
+        /// realignment.
+        #[cold]
+        #[inline(never)]
+        fn register(&self) -> &Local {
+            self.locals.get_or(|| Local {
+                handle: self.collector.register(),
+                counts: Counts::default(),
+            })
+        }
+
+        #[inline]
         pub(crate) fn pin(&self) -> super::Guard {
-            self.handles
-                .get_or(|| Handle(self.collector.register()))
-                .0
-                .pin()
+            self.local().handle.pin()
+        }
+
+        /// A pin and this thread's counts, from one lookup.
+        #[inline]
+        pub(crate) fn pin_counting(&self) -> (super::Guard, &Counts) {
+            let local = self.local();
+            (local.handle.pin(), &local.counts)
+        }
+
+        /// This thread's counts.
+        pub(crate) fn counts(&self) -> &Counts {
+            &self.local().counts
+        }
+
+        /// Lends every thread's counts, one after another.
+        pub(crate) fn for_each(&self, mut f: impl FnMut(&Counts)) {
+            self.locals.iter().for_each(|local| f(&local.counts));
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn each_threads_entry_has_its_own_lines() {
+            // `ThreadLocal` lays its entries out as `(present flag, value)`
+            // back to back, so only the entry's alignment keeps one
+            // thread's handle and counts off its neighbours' lines.
+            assert_eq!(std::mem::align_of::<Local>(), 128);
+            assert_eq!(std::mem::size_of::<Local>(), 128);
         }
     }
 }
@@ -134,6 +203,7 @@ mod imp {
     pub(crate) use loom::sync::Arc;
     pub(crate) use loom::thread::{current as current_thread, park, Thread};
 
+    use crate::stats::Counts;
     use crossbeam_epoch::LocalHandle;
     use loom::thread::ThreadId;
 
@@ -167,20 +237,20 @@ mod imp {
     /// sweep step) and when the store drops.
     pub(crate) struct Epoch {
         // Declared first so the handles drop before the collector (see the
-        // normal build's `Epoch`). Boxed so a handle stays put when the
+        // normal build's `Epoch`). Boxed so an entry stays put when the
         // `Vec` grows. A `std` mutex, not a modelled one: it guards only
         // this cache, is never held across a modelled operation (so no
         // modelled thread can block on it), and orders nothing the models
         // check.
-        handles: std::sync::Mutex<Vec<(ThreadId, Box<LocalHandle>)>>,
+        locals: std::sync::Mutex<Vec<(ThreadId, Box<(LocalHandle, Counts)>)>>,
         collector: super::Collector,
     }
 
     // SAFETY: a `LocalHandle` is `!Send + !Sync` because its `Local` must
     // not be used by two threads at once. `pin` hands each handle only to
-    // the modelled thread that registered it; the handles are dropped with
-    // the `Epoch`, in the store's `Drop`, when no operation (hence no
-    // `Guard`) is live.
+    // the modelled thread that registered it; other threads see only the
+    // counts (`for_each`). The handles are dropped with the `Epoch`, in the
+    // store's `Drop`, when no operation (hence no `Guard`) is live.
     unsafe impl Send for Epoch {}
     // SAFETY: as above.
     unsafe impl Sync for Epoch {}
@@ -188,35 +258,53 @@ mod imp {
     impl Epoch {
         pub(crate) fn new() -> Self {
             Epoch {
-                handles: std::sync::Mutex::new(Vec::new()),
+                locals: std::sync::Mutex::new(Vec::new()),
                 collector: super::Collector::new(),
             }
         }
 
-        pub(crate) fn pin(&self) -> super::Guard {
+        fn local(&self) -> &(LocalHandle, Counts) {
             let me = current_thread().id();
             let cached = self.cached(me);
-            let handle = cached.unwrap_or_else(|| {
+            let local = cached.unwrap_or_else(|| {
                 // Registering is a modelled operation: do it unlocked.
-                let handle = Box::new(self.collector.register());
-                let ptr: *const LocalHandle = &*handle;
-                self.lock().push((me, handle));
+                let local = Box::new((self.collector.register(), Counts::default()));
+                let ptr: *const (LocalHandle, Counts) = &*local;
+                self.lock().push((me, local));
                 ptr
             });
-            // SAFETY: the handle is boxed, so its address is stable, and it
+            // SAFETY: the entry is boxed, so its address is stable, and it
             // lives until the `Epoch` drops, which outlasts every operation;
-            // only this modelled thread uses it (see the `Send` impl).
-            unsafe { (*handle).pin() }
+            // only this modelled thread uses its handle (see the `Send`
+            // impl).
+            unsafe { &*local }
         }
 
-        fn cached(&self, me: ThreadId) -> Option<*const LocalHandle> {
-            let handles = self.lock();
-            let found = handles.iter().find(|(id, _)| *id == me);
-            found.map(|(_, handle)| &**handle as *const _)
+        pub(crate) fn pin(&self) -> super::Guard {
+            self.local().0.pin()
         }
 
-        fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(ThreadId, Box<LocalHandle>)>> {
-            self.handles
+        pub(crate) fn pin_counting(&self) -> (super::Guard, &Counts) {
+            let (handle, counts) = self.local();
+            (handle.pin(), counts)
+        }
+
+        pub(crate) fn counts(&self) -> &Counts {
+            &self.local().1
+        }
+
+        pub(crate) fn for_each(&self, mut f: impl FnMut(&Counts)) {
+            self.lock().iter().for_each(|(_, local)| f(&local.1));
+        }
+
+        fn cached(&self, me: ThreadId) -> Option<*const (LocalHandle, Counts)> {
+            let locals = self.lock();
+            let found = locals.iter().find(|(id, _)| *id == me);
+            found.map(|(_, local)| &**local as *const _)
+        }
+
+        fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(ThreadId, Box<(LocalHandle, Counts)>)>> {
+            self.locals
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
         }

@@ -12,7 +12,7 @@ use std::hash::{BuildHasher, Hash};
 
 use crate::error::{ClaimError, Superseded};
 use crate::fingerprint::Fingerprint;
-use crate::stats::{Counters, Stats};
+use crate::stats::{self, Counts, Stats};
 use crate::store::Config;
 use crate::sync::{Arc, AtomicU64, Epoch, Guard, Mutex, Ordering};
 use shard::{buckets_for, Capacity, ClaimArgs, Common, Reclaim, Reclaimable, Shard, SweepPass};
@@ -61,8 +61,10 @@ impl<T> std::ops::Deref for Padded<T> {
 }
 
 pub(crate) struct Table<K, V, S> {
-    // Declared before `epoch`: shards free their nodes directly on drop,
-    // then the collector runs whatever the epoch still holds.
+    // Declared before `common`, which holds the epoch: shards free their
+    // nodes directly on drop, then the collector runs whatever the epoch
+    // still holds (swept batches go to `reclaim`, whose queue each deferred
+    // push holds a reference to).
     shards: Box<[Padded<Shard<K, V>>]>,
     hasher: S,
     common: Common,
@@ -70,7 +72,6 @@ pub(crate) struct Table<K, V, S> {
     reclaim: Reclaim<K, V>,
     /// Clock time of the last sweep a full store made to find room.
     last_full_sweep: AtomicU64,
-    epoch: Epoch,
 }
 
 impl<K, V, S> Table<K, V, S>
@@ -95,11 +96,10 @@ where
             common: Common {
                 tokens: Padded(AtomicU64::new(0)),
                 capacity: Capacity::new(max_entries),
-                counters: Counters::default(),
+                threads: Epoch::new(),
             },
             reclaim: Arc::new(Mutex::new(Vec::new())),
             last_full_sweep: AtomicU64::new(0),
-            epoch: Epoch::new(),
         }
     }
 
@@ -116,7 +116,12 @@ where
     /// allocated until it drops. One guard may serve several operations on
     /// one thread (a claim's lookup and its locked step, a batch of reads).
     pub(crate) fn pin(&self) -> Guard {
-        self.epoch.pin()
+        self.common.threads.pin()
+    }
+
+    /// A pin, and this thread's statistics counts, found with one lookup.
+    pub(crate) fn pin_counting(&self) -> (Guard, &Counts) {
+        self.common.threads.pin_counting()
     }
 
     /// Lock-free: what `key` holds at `now`.
@@ -281,7 +286,7 @@ where
             stats.entries += shard.0.len();
             stats.in_flight += shard.0.in_flight();
         }
-        self.common.counters.sum_into(&mut stats);
+        stats::sum_into(&self.common.threads, &mut stats);
         stats
     }
 
@@ -289,10 +294,5 @@ where
     #[cfg(idemstore_loom)]
     pub(crate) fn waiters(&self) -> usize {
         self.shards.iter().map(|s| s.0.waiters()).sum()
-    }
-
-    /// The store's counters, for events seen without a lock.
-    pub(crate) fn counters(&self) -> &Counters {
-        &self.common.counters
     }
 }

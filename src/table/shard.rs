@@ -38,9 +38,10 @@ use std::collections::HashMap;
 
 use crate::error::{ClaimError, Superseded, WaitError};
 use crate::fingerprint::{fingerprints_agree, Fingerprint};
-use crate::stats::{Counters, Event};
+use crate::stats::Event;
 use crate::sync::{
-    fence, Arc, Atomic, AtomicU64, AtomicU8, AtomicUsize, Guard, Mutex, Ordering, Owned, Shared,
+    fence, Arc, Atomic, AtomicU64, AtomicU8, AtomicUsize, Epoch, Guard, Mutex, Ordering, Owned,
+    Shared,
 };
 use crate::table::entry::{Node, View};
 use crate::table::Padded;
@@ -216,7 +217,15 @@ pub(crate) struct Common {
     /// The last fencing token handed out.
     pub(crate) tokens: Padded<AtomicU64>,
     pub(crate) capacity: Capacity,
-    pub(crate) counters: Counters,
+    /// Each thread's epoch handle and its statistics counts.
+    pub(crate) threads: Epoch,
+}
+
+impl Common {
+    /// Counts `event` on this thread.
+    pub(crate) fn bump(&self, event: Event) {
+        self.threads.counts().bump(event);
+    }
 }
 
 /// The optional bound on entries. Only a bounded store keeps a store-wide
@@ -579,9 +588,9 @@ where
         &self,
         writer: &mut Writer<V>,
         node: &Node<K, V>,
-        counters: &Counters,
+        common: &Common,
     ) -> Arc<Flight<V>> {
-        counters.bump(Event::Wait);
+        common.bump(Event::Wait);
         let token = node.token();
         // The caller saw the node in flight, under the lock, which keeps it so.
         debug_assert!(token.is_some(), "a flight for a completed node");
@@ -618,7 +627,7 @@ where
         match node.view(now) {
             View::Expired => Joined::Absent,
             View::Completed(value) => Joined::Completed(value.clone()),
-            View::InFlight => Joined::InFlight(self.flight_of(&mut writer, node, &common.counters)),
+            View::InFlight => Joined::InFlight(self.flight_of(&mut writer, node, common)),
         }
     }
 
@@ -757,7 +766,10 @@ where
         guard.flush();
     }
 
-    /// The atomic check-and-insert behind every claim (rule 1).
+    /// The atomic check-and-insert behind every claim (rule 1). It counts
+    /// the takeovers, expirations and waits it causes; the caller counts
+    /// what it returns (a claim, a replay, a mismatch), on the per-thread
+    /// counts it found with its pin.
     pub(crate) fn claim(
         &self,
         hash: u64,
@@ -772,7 +784,6 @@ where
             now,
             lease_deadline,
         } = args;
-        let counters = &common.counters;
         let mut orphans = Orphans(Vec::new());
         let mut writer = self.locked.writer.lock();
         let (link, found) = self.find_link(hash, &key, guard);
@@ -782,23 +793,16 @@ where
             match node.view(now) {
                 View::Completed(value) => {
                     return if fingerprints_agree(node.fingerprint(), fingerprint) {
-                        counters.bump(Event::Replay);
                         Ok(Claimed::Completed(value.clone()))
                     } else {
-                        counters.bump(Event::Mismatch);
                         Err(ClaimError::Mismatch)
                     };
                 }
                 View::InFlight => {
                     if !fingerprints_agree(node.fingerprint(), fingerprint) {
-                        counters.bump(Event::Mismatch);
                         return Err(ClaimError::Mismatch);
                     }
-                    return Ok(Claimed::InFlight(self.flight_of(
-                        &mut writer,
-                        node,
-                        counters,
-                    )));
+                    return Ok(Claimed::InFlight(self.flight_of(&mut writer, node, common)));
                 }
                 View::Expired => {
                     let event = if node.is_completed() {
@@ -806,7 +810,7 @@ where
                     } else {
                         Event::Takeover
                     };
-                    counters.bump(event);
+                    common.bump(event);
                     // The entry's slot passes to the new claim: capacity unchanged.
                     self.unlink(
                         &mut writer,
@@ -835,7 +839,6 @@ where
             rehash,
             guard,
         );
-        counters.bump(Event::Claim);
         Ok(Claimed::Owner(token))
     }
 
@@ -940,7 +943,7 @@ where
         // SAFETY: just unlinked under the lock.
         unsafe { retire(shared, guard) };
         common.capacity.release(1);
-        common.counters.bump(Event::Abandon);
+        common.bump(Event::Abandon);
         true
     }
 
@@ -1080,7 +1083,10 @@ where
         // SAFETY: every node in the batch was unlinked above.
         unsafe { retired.defer(reclaim, guard) };
         common.capacity.release(removed);
-        common.counters.add(Event::Expiration, removed as u64);
+        common
+            .threads
+            .counts()
+            .add(Event::Expiration, removed as u64);
         (removed, done)
     }
 
@@ -1130,7 +1136,6 @@ impl<K, V> Drop for Shard<K, V> {
 #[cfg(all(test, not(idemstore_loom)))]
 mod tests {
     use super::*;
-    use crate::sync::Epoch;
 
     /// A shard of four buckets whose keys are their own hashes, so the test
     /// decides which bucket each key lands in.
@@ -1138,7 +1143,6 @@ mod tests {
         shard: Shard<u64, u64>,
         common: Common,
         reclaim: Reclaim<u64, u64>,
-        epoch: Epoch,
     }
 
     impl Fixture {
@@ -1148,10 +1152,9 @@ mod tests {
                 common: Common {
                     tokens: Padded(AtomicU64::new(0)),
                     capacity: Capacity::new(None),
-                    counters: Counters::default(),
+                    threads: Epoch::new(),
                 },
                 reclaim: Arc::new(Mutex::new(Vec::new())),
-                epoch: Epoch::new(),
             }
         }
 
@@ -1162,16 +1165,21 @@ mod tests {
                 now: 0,
                 lease_deadline: deadline,
             };
-            let claimed =
-                self.shard
-                    .claim(key, key, args, &self.common, &|k| *k, &self.epoch.pin());
+            let claimed = self.shard.claim(
+                key,
+                key,
+                args,
+                &self.common,
+                &|k| *k,
+                &self.common.threads.pin(),
+            );
             assert!(matches!(claimed, Ok(Claimed::Owner(_))));
         }
 
         /// One step of `pass`: returns the entries removed and whether the
         /// pass is over.
         fn step(&self, now: u64, pass: &mut SweepPass, budget: usize) -> (usize, bool) {
-            let guard = self.epoch.pin();
+            let guard = self.common.threads.pin();
             pass.budget = budget;
             self.shard
                 .sweep_range(now, pass, &self.common, &self.reclaim, &|k| *k, &guard)
@@ -1197,7 +1205,7 @@ mod tests {
         let f = Fixture::new();
         for key in 0..64 {
             f.claim(key, u64::MAX);
-            let guard = f.epoch.pin();
+            let guard = f.common.threads.pin();
             // SAFETY: never null, and pinned.
             let buckets = unsafe { f.shard.buckets.load(Ordering::Acquire, &guard).deref() };
             let hint = &f.shard.hint;
