@@ -1,5 +1,6 @@
-//! The sharded table: hashing, shard choice, and store-wide counters that
-//! every shard shares (fencing tokens, the entry count and its bound).
+//! The sharded table: hashing, shard choice, and the store-wide state that
+//! every shard shares (fencing tokens, the entry count and its bound, and
+//! the epoch with each thread's statistics counts).
 //!
 //! Keys hash once with the store's `BuildHasher`; the top bits choose the
 //! shard and the low bits the bucket, so the two choices are independent.
