@@ -39,9 +39,7 @@ pub(crate) fn prefetch<T>(ptr: *const T) {
 
 #[cfg(not(idemstore_loom))]
 mod imp {
-    pub(crate) use std::sync::atomic::{
-        fence, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
-    };
+    pub(crate) use std::sync::atomic::{fence, AtomicU64, AtomicU8, AtomicUsize, Ordering};
     pub(crate) use std::sync::{Arc, OnceLock};
     pub(crate) use std::thread::{current as current_thread, park, park_timeout, Thread};
 
@@ -201,9 +199,7 @@ mod imp {
 #[cfg(idemstore_loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
-    pub(crate) use loom::sync::atomic::{
-        fence, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
-    };
+    pub(crate) use loom::sync::atomic::{fence, AtomicU64, AtomicU8, AtomicUsize, Ordering};
     pub(crate) use loom::sync::Arc;
     pub(crate) use loom::thread::{current as current_thread, park, Thread};
 

@@ -482,52 +482,6 @@ fn pinned_reader_racing_replacement_and_reclamation() {
     });
 }
 
-/// A claim takes the slot of a node the epoch released, while the release
-/// may run on another thread: the deferred release drops the node and
-/// pushes its slot onto the arena's returned stack, which the claim empties
-/// with a swap (`table/arena.rs`; under loom every chunk has one slot, so
-/// the second claim reuses the first node's slot whenever it was released
-/// in time). The old value must be dropped exactly once and never seen
-/// again, and the new one must survive in the reused slot.
-#[test]
-fn claim_reusing_a_slot_racing_its_release() {
-    loom::model(|| {
-        let live = std::sync::Arc::new(AtomicIsize::new(0));
-        let clock = ManualClock::new();
-        let store = new_store::<Counted>(&clock);
-        claim_owner(&store)
-            .complete(Counted::new(1, &live))
-            .expect("a live lease completes");
-        assert!(store.remove(&KEY));
-
-        // Its pins may advance the epoch and run the removed node's release.
-        let other = thread::spawn({
-            let store = store.clone();
-            move || {
-                store.sweep();
-                store.get(&KEY).map(|value| value.id)
-            }
-        });
-        store.sweep();
-        claim_owner(&store)
-            .complete(Counted::new(2, &live))
-            .expect("a live lease completes");
-        let seen = other.join().unwrap();
-        assert!(matches!(seen, None | Some(2)), "read {seen:?}");
-        assert_eq!(store.get(&KEY).map(|value| value.id), Some(2));
-
-        store.sweep();
-        store.sweep();
-        assert_eq!(
-            live.load(Ordering::Relaxed),
-            1,
-            "only the current value is live"
-        );
-        drop(store);
-        assert_eq!(live.load(Ordering::Relaxed), 0, "a value leaked");
-    });
-}
-
 /// An async waiter's future is polled and then dropped (cancelled) while
 /// the owner completes, with another async waiter registered before the
 /// race (rule 8). Dropping a future withdraws its entry under the flight's

@@ -15,23 +15,15 @@
 //!
 //! # Publication
 //!
-//! A node's mutable state is one atomic word: three flag bits and a 61-bit
-//! deadline (nanoseconds on the store clock, saturating at about 73 years).
+//! A node's mutable state is one atomic word: two flag bits and a 62-bit
+//! deadline (nanoseconds on the store clock, saturating at about 146 years).
 //! Readers load it once with `Acquire` and get the state and the deadline
 //! that belong together. All writes happen under the owning shard's lock.
 //! `complete` writes the value first, then stores the word with `COMPLETED`
 //! and the retention deadline with `Release`, so a reader that sees
-//! `COMPLETED` sees the value whole. Once completed, the word's state and
-//! deadline never change again; only unlinking clears `LINKED`, with a
-//! read-modify-write, which continues the release sequence of `complete`'s
-//! store, so a reader that loads the cleared word still sees the value.
-//! Readers reach nodes through the epoch, so a node is never freed under
-//! one.
-//!
-//! `LINKED` says whether the node is in its shard's table. It lets a resize
-//! walk the shard's node storage in address order (see `arena.rs`) and skip
-//! the slots of unlinked nodes, whether they wait for the epoch or were
-//! dropped already: the bit stays clear in a dropped node's word.
+//! `COMPLETED` sees the value whole. Once completed, the word is never
+//! written again. Readers reach nodes through the epoch, so a node is never
+//! freed under one.
 
 use std::mem::ManuallyDrop;
 
@@ -43,12 +35,8 @@ const COMPLETED: u64 = 1 << 63;
 /// A `Flight` for this node's token sits in the shard's flight map. Read and
 /// written only under the shard lock.
 const HAS_FLIGHT: u64 = 1 << 62;
-/// The node is linked into its shard's table: set when it is made (a claim
-/// links it at once), cleared when it is unlinked. Read and written only
-/// under the shard lock; readers mask it out.
-const LINKED: u64 = 1 << 61;
 /// The deadline bits.
-const DEADLINE: u64 = LINKED - 1;
+const DEADLINE: u64 = HAS_FLIGHT - 1;
 
 /// What a reader sees of a node at a given time.
 pub(crate) enum View<'a, V> {
@@ -104,7 +92,7 @@ impl<K, V> Node<K, V> {
         Node {
             key,
             fingerprint: fingerprint.map(Box::new),
-            word: AtomicU64::new(LINKED | lease_deadline.min(DEADLINE)),
+            word: AtomicU64::new(lease_deadline.min(DEADLINE)),
             payload: UnsafeCell::new(Payload { token }),
             next: Atomic::null(),
         }
@@ -187,61 +175,6 @@ impl<K, V> Node<K, V> {
         // Relaxed: a reader seeing the old or the new lease is fine; both
         // were current during its read.
         self.update(0, Some(deadline), Ordering::Relaxed);
-    }
-
-    /// Marks the node unlinked: a resize's walk of the shard's node
-    /// storage skips it from now on. Shard lock only, as it is unlinked.
-    pub(crate) fn set_unlinked(&self) {
-        // Relaxed: LINKED is read only under the shard lock. A
-        // read-modify-write, so it continues the release sequence of
-        // `complete`'s store for readers that load the word after it.
-        self.word.fetch_and(!LINKED, Ordering::Relaxed);
-    }
-
-    /// Whether the node in `slot` is linked. Shard lock only.
-    ///
-    /// # Safety
-    ///
-    /// `slot` must hold a node that was made with [`Node::in_flight`] and
-    /// may have been dropped since: only its word is read, and dropping a
-    /// node leaves the word as it was (unlinked) until the slot is reused,
-    /// which the shard lock excludes.
-    pub(crate) unsafe fn is_linked(slot: *const Self) -> bool {
-        // SAFETY: the word of such a slot is an initialised atomic (the
-        // caller's contract); no reference to the rest of the node is made.
-        let word = unsafe { &*std::ptr::addr_of!((*slot).word) };
-        // Relaxed: LINKED is written and read only under the shard lock.
-        word.load(Ordering::Relaxed) & LINKED != 0
-    }
-
-    /// The link through which a free slot points to the next free slot: the
-    /// dropped node's `next` field, unused by then.
-    ///
-    /// # Safety
-    ///
-    /// `slot` must hold a node made with [`Node::in_flight`], dropped or
-    /// not; the caller decides who may use the link (see `arena.rs`).
-    pub(crate) unsafe fn free_link<'a>(slot: *const Self) -> &'a Atomic<Node<K, V>> {
-        // SAFETY: the field is an initialised `Atomic` (no drop glue), and
-        // no reference to the rest of the node is made.
-        unsafe { &*std::ptr::addr_of!((*slot).next) }
-    }
-
-    /// Under loom: a write to the slot's value cell, made by a release after
-    /// it dropped the node and by a claim before it reuses the slot. The
-    /// cell outlives the drop (a loom cell keeps its history outside the
-    /// node's memory), so a model sees the release and the reuse as two
-    /// writes to one cell and reports them unless the returned stack
-    /// orders them (`arena.rs`).
-    ///
-    /// # Safety
-    ///
-    /// As for [`Node::free_link`].
-    #[cfg(idemstore_loom)]
-    pub(crate) unsafe fn touch_slot(slot: *const Self) {
-        // SAFETY: the field is an initialised cell; the closure reads
-        // nothing.
-        unsafe { &*std::ptr::addr_of!((*slot).payload) }.with_mut(|_| ());
     }
 
     /// Whether a flight is registered for this node. Shard lock only.

@@ -5,7 +5,6 @@
 //! Keys hash once with the store's `BuildHasher`; the top bits choose the
 //! shard and the low bits the bucket, so the two choices are independent.
 
-mod arena;
 mod entry;
 mod shard;
 

@@ -35,7 +35,6 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::ptr;
 
 use crate::error::{ClaimError, Superseded, WaitError};
 use crate::fingerprint::{fingerprints_agree, Fingerprint};
@@ -44,7 +43,6 @@ use crate::sync::{
     fence, Arc, Atomic, AtomicU64, AtomicU8, AtomicUsize, Epoch, Guard, Mutex, Ordering, Owned,
     Shared,
 };
-use crate::table::arena::{Arena, Slabs};
 use crate::table::entry::{Node, View};
 use crate::table::Padded;
 use crate::wait::Flight;
@@ -160,9 +158,7 @@ fn prefetch_chain<K, V>(slots: &[Atomic<Node<K, V>>], index: usize, guard: &Guar
 }
 
 /// State only writers touch, under the shard lock.
-struct Writer<K, V> {
-    /// Where this shard's nodes live.
-    arena: Arena<K, V>,
+struct Writer<V> {
     /// Nodes linked in this shard that are in flight.
     in_flight: usize,
     /// Flights of in-flight tokens that have duplicates waiting.
@@ -179,7 +175,7 @@ struct Writer<K, V> {
     pass_min: u64,
 }
 
-impl<K, V> Writer<K, V> {
+impl<V> Writer<V> {
     /// Records a deadline just written to a node.
     fn note_deadline(&mut self, deadline: u64) {
         self.earliest = self.earliest.min(deadline);
@@ -302,15 +298,15 @@ pub(crate) struct Shard<K, V> {
     /// Resizes begun plus resizes ended: odd while `grow` relinks nodes.
     /// Written under `writer`; lock-free readers check it to trust a miss.
     resizes: AtomicU64,
-    locked: Padded<Locked<K, V>>,
+    locked: Padded<Locked<V>>,
 }
 
 /// The shard lock, and the entry count that only its holder writes, on the
 /// same lines: every claim and unlink writes both, so it owns one line pair
 /// instead of two, and neither shares a line with the array pointer and
 /// hint that every lock-free read loads.
-struct Locked<K, V> {
-    writer: Mutex<Writer<K, V>>,
+struct Locked<V> {
+    writer: Mutex<Writer<V>>,
     /// Nodes linked in this shard: written under `writer`, read without it.
     len: AtomicUsize,
 }
@@ -366,20 +362,16 @@ impl Hint {
     }
 }
 
-/// Hands one unlinked node to the epoch, which returns its slot to `arena`
-/// once current readers unpin.
+/// Hands one unlinked node to the epoch.
 ///
 /// # Safety
 ///
-/// `node` must have come from `arena`, have been unlinked from the current
-/// array under the shard lock, and not been retired before.
-unsafe fn retire<K, V>(arena: &Arena<K, V>, node: Shared<'_, Node<K, V>>, guard: &Guard) {
-    let slabs = Arc::clone(arena.slabs());
-    let node = node.as_raw().cast_mut();
+/// `node` must have been unlinked from the current array under the shard
+/// lock, and not retired before.
+unsafe fn retire<K, V>(node: Shared<'_, Node<K, V>>, guard: &Guard) {
     // SAFETY: unreachable for every reader that pins from now on (the
-    // caller's contract); the epoch runs the release after current readers
-    // unpin, and `slabs` keeps the chunk allocated until then.
-    unsafe { guard.defer_unchecked(move || slabs.release([node])) };
+    // caller's contract); the epoch frees it after current readers unpin.
+    unsafe { guard.defer_destroy(node) };
 }
 
 /// Nodes a sweep unlinked under one lock hold, retired to the epoch as one
@@ -395,14 +387,13 @@ struct Retired<K, V>(Vec<*mut Node<K, V>>);
 impl<K, V> Retired<K, V> {
     /// # Safety
     ///
-    /// Every node in the batch must have come from the arena of `slabs`,
-    /// have been unlinked from the current array under the shard lock, and
-    /// be retired nowhere else.
-    unsafe fn defer(self, slabs: Arc<Slabs<K, V>>, reclaim: &Reclaim<K, V>, guard: &Guard) {
-        let batch = Reclaimable {
-            slabs,
-            nodes: self.0,
-        };
+    /// Every node in the batch must have been unlinked from the current array
+    /// under the shard lock, and retired nowhere else.
+    unsafe fn defer(self, reclaim: &Reclaim<K, V>, guard: &Guard) {
+        if self.0.is_empty() {
+            return;
+        }
+        let batch = Reclaimable(self.0);
         let queue = reclaim.clone();
         // SAFETY: the closure runs once every reader that might hold one of
         // these nodes has unpinned (the caller's contract makes them
@@ -415,12 +406,8 @@ impl<K, V> Retired<K, V> {
 /// Swept nodes past their grace period, waiting to be freed.
 pub(crate) type Reclaim<K, V> = Arc<Mutex<Vec<Reclaimable<K, V>>>>;
 
-/// A batch of one shard's nodes no reader can reach any more: dropping it
-/// drops them and returns their slots to the shard's arena.
-pub(crate) struct Reclaimable<K, V> {
-    slabs: Arc<Slabs<K, V>>,
-    nodes: Vec<*mut Node<K, V>>,
-}
+/// A batch of nodes no reader can reach any more: dropping it frees them.
+pub(crate) struct Reclaimable<K, V>(Vec<*mut Node<K, V>>);
 
 // SAFETY: the batch owns its nodes outright (no reader can reach them), and
 // freeing drops their keys and values, so it may move to another thread
@@ -428,24 +415,28 @@ pub(crate) struct Reclaimable<K, V> {
 unsafe impl<K: Send, V: Send> Send for Reclaimable<K, V> {}
 
 impl<K, V> Reclaimable<K, V> {
-    /// Frees `batches`, each in address order. Sweeps unlink nodes in hash
-    /// order, which is random in memory: freed in that order, every node
-    /// costs a cache miss in its drop. Sorted, the drops walk memory mostly
-    /// forwards.
+    /// Frees `batches`, in address order. Sweeps unlink nodes in hash order,
+    /// which is random in memory: freed in that order, every node costs a
+    /// cache miss in its drop and more in the allocator's bookkeeping.
+    /// Sorted, both walk memory mostly forwards.
     pub(crate) fn free_all(batches: Vec<Self>) {
+        let total = batches.iter().map(|batch| batch.0.len()).sum();
+        let mut nodes = Vec::with_capacity(total);
         for mut batch in batches {
-            batch.nodes.sort_unstable();
-            drop(batch);
+            nodes.append(&mut batch.0);
         }
+        nodes.sort_unstable();
+        drop(Reclaimable(nodes));
     }
 }
 
 impl<K, V> Drop for Reclaimable<K, V> {
     fn drop(&mut self) {
-        // SAFETY: made only from nodes of this arena unlinked under the
-        // lock, after their grace period (see `Retired::defer`), each freed
-        // exactly once, here.
-        unsafe { self.slabs.release(self.nodes.drain(..)) };
+        for node in self.0.drain(..) {
+            // SAFETY: made only from unlinked nodes after their grace period
+            // (see `Retired::defer`), each freed exactly once, here.
+            drop(unsafe { Owned::from_raw(node) });
+        }
     }
 }
 
@@ -494,7 +485,6 @@ impl<K, V> Shard<K, V> {
             buckets: Atomic::new(buckets),
             locked: Padded(Locked {
                 writer: Mutex::new(Writer {
-                    arena: Arena::new(),
                     in_flight: 0,
                     flights: HashMap::new(),
                     earliest: u64::MAX,
@@ -605,7 +595,7 @@ where
     /// Shard lock only.
     fn flight_of(
         &self,
-        writer: &mut Writer<K, V>,
+        writer: &mut Writer<V>,
         node: &Node<K, V>,
         common: &Common,
     ) -> Arc<Flight<V>> {
@@ -683,7 +673,7 @@ where
     /// [`retire`] or a [`Retired`] batch). Shard lock only.
     fn unlink<'g>(
         &self,
-        writer: &mut Writer<K, V>,
+        writer: &mut Writer<V>,
         link: &Atomic<Node<K, V>>,
         node: Shared<'g, Node<K, V>>,
         orphan: Result<V, WaitError>,
@@ -701,7 +691,6 @@ where
             }
         }
         self.add_len(-1);
-        node_ref.set_unlinked();
         // Release pairs with the Acquire loads in `find`.
         link.store(
             node_ref.next.load(Ordering::Acquire, guard),
@@ -713,7 +702,7 @@ where
     /// only.
     fn link(
         &self,
-        writer: &mut Writer<K, V>,
+        writer: &mut Writer<V>,
         hash: u64,
         node: Node<K, V>,
         rehash: Rehash<'_, K>,
@@ -723,11 +712,9 @@ where
         // SAFETY: as in `find_link`.
         let buckets = unsafe { self.buckets.load(Ordering::Acquire, guard).deref() };
         let head = buckets.head(hash);
-        let node = Shared::from(writer.arena.alloc(node));
+        let node = Owned::new(node);
         buckets.mark(hash);
-        // SAFETY: just made, and not yet reachable by anyone else.
-        unsafe { node.deref() }
-            .next
+        node.next
             .store(head.load(Ordering::Acquire, guard), Ordering::Relaxed);
         // Release pairs with the Acquire loads in `find`: the node is fully
         // built before it becomes reachable.
@@ -735,7 +722,7 @@ where
         writer.in_flight += 1;
         writer.note_deadline(deadline);
         if self.add_len(1) > max_load(buckets.slots.len()) {
-            self.grow(&writer.arena, rehash, guard);
+            self.grow(rehash, guard);
         }
     }
 
@@ -743,13 +730,11 @@ where
     ///
     /// Nodes are relinked in place, not copied, so nothing is allocated or
     /// freed per entry; nodes do not store their hash, so `rehash` recomputes
-    /// it. They are visited in `arena`'s address order, not chain by chain:
-    /// chains lead to random addresses, a cache miss per node, where the
-    /// arena's slots stream. A reader walking an old chain meanwhile may be
-    /// led off it and miss a key that is there; the odd `resizes` count
-    /// tells it to confirm a miss under the lock (see `lookup`). It can never
-    /// find a wrong key, and nodes stay valid: none is freed here.
-    fn grow(&self, arena: &Arena<K, V>, rehash: Rehash<'_, K>, guard: &Guard) {
+    /// it. A reader walking an old chain meanwhile may be led
+    /// off it and miss a key that is there; the odd `resizes` count tells it
+    /// to confirm a miss under the lock (see `lookup`). It can never find a
+    /// wrong key, and nodes stay valid: none is freed here.
+    fn grow(&self, rehash: Rehash<'_, K>, guard: &Guard) {
         let old = self.buckets.load(Ordering::Acquire, guard);
         // SAFETY: as in `find_link`.
         let old_ref = unsafe { old.deref() };
@@ -760,16 +745,21 @@ where
         // Release fence pairs with the Acquire fence in `lookup`: a reader
         // that sees any relinked pointer below also sees the odd count.
         fence(Ordering::Release);
-        arena.for_each_linked(|current| {
-            // SAFETY: linked, hence live; the lock keeps it so.
-            let node = unsafe { current.deref() };
-            let hash = rehash(&node.key);
-            grown.mark(hash);
-            let new_head = grown.head(hash);
-            node.next
-                .store(new_head.load(Ordering::Relaxed, guard), Ordering::Relaxed);
-            new_head.store(current, Ordering::Relaxed);
-        });
+        for (index, head) in old_ref.slots.iter().enumerate() {
+            prefetch_chain(&old_ref.slots, index + PREFETCH_AHEAD, guard);
+            let mut current = head.load(Ordering::Relaxed, guard);
+            // SAFETY: as in `find`.
+            while let Some(node) = unsafe { current.as_ref() } {
+                let next = node.next.load(Ordering::Relaxed, guard);
+                let hash = rehash(&node.key);
+                grown.mark(hash);
+                let new_head = grown.head(hash);
+                node.next
+                    .store(new_head.load(Ordering::Relaxed, guard), Ordering::Relaxed);
+                new_head.store(current, Ordering::Relaxed);
+                current = next;
+            }
+        }
         #[cfg(not(idemstore_loom))]
         self.hint.point_at(&grown);
         // Release pairs with the Acquire in `find`: the chains are complete.
@@ -840,7 +830,7 @@ where
                         guard,
                     );
                     // SAFETY: just unlinked under the lock.
-                    unsafe { retire(&writer.arena, shared, guard) };
+                    unsafe { retire(shared, guard) };
                 }
             }
         } else if !common.capacity.reserve() {
@@ -960,7 +950,7 @@ where
             guard,
         );
         // SAFETY: just unlinked under the lock.
-        unsafe { retire(&writer.arena, shared, guard) };
+        unsafe { retire(shared, guard) };
         common.capacity.release(1);
         common.bump(Event::Abandon);
         true
@@ -1016,7 +1006,7 @@ where
             guard,
         );
         // SAFETY: just unlinked under the lock.
-        unsafe { retire(&writer.arena, shared, guard) };
+        unsafe { retire(shared, guard) };
         common.capacity.release(1);
         live
     }
@@ -1097,14 +1087,10 @@ where
             }
         }
         pass.next = end;
-        let slabs = (!retired.0.is_empty()).then(|| Arc::clone(writer.arena.slabs()));
         drop(writer);
         let removed = retired.0.len();
-        if let Some(slabs) = slabs {
-            // SAFETY: every node in the batch came from this shard's arena
-            // and was unlinked above.
-            unsafe { retired.defer(slabs, reclaim, guard) };
-        }
+        // SAFETY: every node in the batch was unlinked above.
+        unsafe { retired.defer(reclaim, guard) };
         common.capacity.release(removed);
         common
             .threads
@@ -1142,8 +1128,7 @@ impl<K, V> Drop for Shard<K, V> {
                 let mut current = head.load(Ordering::Relaxed, guard);
                 while !current.is_null() {
                     let next = current.deref().next.load(Ordering::Relaxed, guard);
-                    // The slot's memory goes with the arena's chunks.
-                    ptr::drop_in_place(current.as_raw().cast_mut());
+                    drop(current.into_owned());
                     current = next;
                 }
             }
@@ -1248,39 +1233,6 @@ mod tests {
             2 * 5,
             "4 -> 128 buckets"
         );
-    }
-
-    /// A resize moves exactly the linked nodes: one removed before it, still
-    /// waiting for the epoch in its slot, does not come back, and every
-    /// chain holds only live keys, each once.
-    #[test]
-    fn a_resize_leaves_removed_entries_out() {
-        let f = Fixture::new();
-        for key in 0..3 {
-            f.claim(key, u64::MAX);
-        }
-        let guard = f.common.threads.pin();
-        assert!(f.shard.remove(1, &1, 0, &f.common, &guard));
-        for key in 3..40 {
-            f.claim(key, u64::MAX);
-        }
-        assert!(f.shard.resizes.load(Ordering::Relaxed) >= 2, "grown");
-        assert!(f.shard.find(1, &1, &guard).is_none(), "removed stays out");
-        // SAFETY: never null, and pinned.
-        let buckets = unsafe { f.shard.buckets.load(Ordering::Acquire, &guard).deref() };
-        let mut keys = Vec::new();
-        for head in buckets.slots.iter() {
-            let mut current = head.load(Ordering::Acquire, &guard);
-            // SAFETY: linked nodes, and pinned.
-            while let Some(node) = unsafe { current.as_ref() } {
-                keys.push(node.key);
-                current = node.next.load(Ordering::Acquire, &guard);
-            }
-        }
-        keys.sort_unstable();
-        let expected: Vec<u64> = (0..40).filter(|&k| k != 1).collect();
-        assert_eq!(keys, expected);
-        assert_eq!(f.shard.len(), 39);
     }
 
     /// A shard grows once it is three quarters full, not when full.
