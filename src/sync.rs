@@ -242,9 +242,12 @@ mod imp {
         // this cache, is never held across a modelled operation (so no
         // modelled thread can block on it), and orders nothing the models
         // check.
-        locals: std::sync::Mutex<Vec<(ThreadId, Box<(LocalHandle, Counts)>)>>,
+        locals: std::sync::Mutex<Entries>,
         collector: super::Collector,
     }
+
+    /// Each modelled thread's handle and counts, by thread.
+    type Entries = Vec<(ThreadId, Box<(LocalHandle, Counts)>)>;
 
     // SAFETY: a `LocalHandle` is `!Send + !Sync` because its `Local` must
     // not be used by two threads at once. `pin` hands each handle only to
@@ -303,7 +306,7 @@ mod imp {
             found.map(|(_, local)| &**local as *const _)
         }
 
-        fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(ThreadId, Box<(LocalHandle, Counts)>)>> {
+        fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
             self.locals
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
