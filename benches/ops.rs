@@ -13,9 +13,14 @@
 //!   expiry every 50 ms.
 //! * `floor`: not a subject but the machine: one random 64-byte line per
 //!   operation over as many lines as `hit` has keys, with the loads
-//!   overlapped (`independent`) or chained (`dependent`). It shows how much
-//!   of `hit` is memory latency. `IDEMSTORE_BENCH_ONLY` admits it as
-//!   `floor`.
+//!   overlapped (`independent`) or chained (`dependent`), and `hashmap`,
+//!   `hit` on a plain `HashMap` read with no synchronisation at all. They
+//!   show how much of `hit` is memory latency. `IDEMSTORE_BENCH_ONLY`
+//!   admits them as `floor`.
+//! * `fresh/dashmap_two_phase`: not a subject but a reference: `fresh` on
+//!   dashmap with the operation run between two lock holds (rule 2 of
+//!   SEMANTICS.md) instead of inside one. `IDEMSTORE_BENCH_ONLY` admits it
+//!   as `dashmap_two_phase`.
 //!
 //! Each thread runs the measured number of operations; the time reported is
 //! the wall time until the last thread finishes, so it reads as nanoseconds
@@ -28,6 +33,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -92,19 +98,31 @@ fn bench_reads<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64
         return;
     }
     let subject = prefilled::<S>(keys);
+    read_rows(g, S::NAME, keys, |k| {
+        if replay {
+            black_box(subject.execute(k, || k));
+        } else {
+            black_box(subject.get(k));
+        }
+    });
+}
+
+/// A row per thread count of `read`, each thread going through `keys` in
+/// order from its own offset.
+fn read_rows(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    keys: &Arc<[u64]>,
+    read: impl Fn(u64) + Sync,
+) {
     for threads in thread_counts() {
         g.throughput(Throughput::Elements(threads as u64));
-        g.bench_function(BenchmarkId::new(S::NAME, format!("{threads}t")), |b| {
+        g.bench_function(BenchmarkId::new(name, format!("{threads}t")), |b| {
             b.iter_custom(|iters| {
                 run_threads(threads, |tid| {
                     let mut i = start_of(tid, keys.len());
                     for _ in 0..iters {
-                        let k = keys[i];
-                        if replay {
-                            black_box(subject.execute(k, || k));
-                        } else {
-                            black_box(subject.get(k));
-                        }
+                        read(keys[i]);
                         i += 1;
                         if i == keys.len() {
                             i = 0;
@@ -234,10 +252,23 @@ struct Line([u64; 8]);
 ///   cycle), so every load waits for the one before: a full miss per
 ///   operation, what each step of a pointer chase (bucket slot, then node)
 ///   costs.
-fn floor(c: &mut Criterion) {
+///
+/// And one table, at every thread count: `hashmap`, the keys of `hit` in
+/// the table each dashmap shard holds (`std`'s `HashMap`, which is
+/// hashbrown, with ahash and dashmap's `(value, deadline)` entries), read
+/// through a shared reference: no lock, no atomic, no sharding. That is
+/// what a `get` of this workload costs when nothing at all is paid for
+/// concurrency, so no concurrent table's `hit` can be expected below it.
+fn floor(c: &mut Criterion, keys: &Arc<[u64]>) {
     if !common::selected("floor") {
         return;
     }
+    let mut g = c.benchmark_group("floor");
+    let mut table: HashMap<u64, (u64, u64), ahash::RandomState> = HashMap::default();
+    table.extend(keys.iter().map(|&k| (k, (k ^ 1, u64::MAX))));
+    read_rows(&mut g, "hashmap", keys, |k| {
+        black_box(table.get(&k).map(|e| e.0));
+    });
     let n = hit_keys_count();
     let mut order: Vec<usize> = (0..n).collect();
     Rng::new(11).shuffle(&mut order);
@@ -245,7 +276,6 @@ fn floor(c: &mut Criterion) {
     for w in 0..n {
         lines[order[w]].0[0] = order[(w + 1) % n] as u64;
     }
-    let mut g = c.benchmark_group("floor");
     g.bench_function(BenchmarkId::new("independent", "1t"), |b| {
         let mut i = 0;
         b.iter(|| {
@@ -263,6 +293,61 @@ fn floor(c: &mut Criterion) {
     });
     g.finish();
 }
+
+/// `fresh` on dashmap with rule 2 of SEMANTICS.md applied and nothing else:
+/// the claim inserts a pending entry under one lock hold, the operation
+/// runs with no lock held, and the completion stores its value under a
+/// second hold. No waiting, tokens, leases or expiry, and the same
+/// `(value, state)` entries as the `dashmap` row, whose idiom runs the
+/// operation inside its one hold. It is not a subject but a reference: the
+/// cost of the two holds an idempotency store must take, on the cheapest
+/// locked table.
+fn fresh_two_phase(g: &mut BenchmarkGroup<'_, WallTime>) {
+    use dashmap::mapref::entry::Entry;
+    const PENDING: u64 = 0;
+    const DONE: u64 = u64::MAX;
+    if !common::selected(TWO_PHASE) {
+        return;
+    }
+    for threads in thread_counts() {
+        g.throughput(Throughput::Elements(threads as u64));
+        g.bench_function(BenchmarkId::new(TWO_PHASE, format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                // As `fresh`: a new, empty map per sample.
+                let map: dashmap::DashMap<u64, (u64, u64), ahash::RandomState> =
+                    dashmap::DashMap::with_hasher(ahash::RandomState::new());
+                let elapsed = run_threads(threads, |tid| {
+                    let base = (tid as u64) << 40;
+                    for i in 0..iters {
+                        let k = splitmix(base | i);
+                        let claimed = match map.entry(k) {
+                            Entry::Vacant(e) => {
+                                e.insert((0, PENDING));
+                                true
+                            }
+                            Entry::Occupied(e) => {
+                                black_box(*e.get());
+                                false
+                            }
+                        };
+                        if claimed {
+                            let v = black_box(k);
+                            if let Some(mut e) = map.get_mut(&k) {
+                                *e = (v, DONE);
+                            }
+                        }
+                    }
+                });
+                drop(map);
+                elapsed
+            })
+        });
+    }
+}
+
+/// The name of [`fresh_two_phase`]'s row, which `IDEMSTORE_BENCH_ONLY`
+/// also takes.
+const TWO_PHASE: &str = "dashmap_two_phase";
 
 /// Unique fresh keys across threads and samples of `mixed`.
 static NEXT_BASE: AtomicU64 = AtomicU64::new(1);
@@ -318,7 +403,7 @@ fn main() {
     }
     g.finish();
 
-    floor(&mut c);
+    floor(&mut c, &keys);
 
     let mut g = c.benchmark_group("replay");
     common::for_each_subject!(replay(&mut g, &keys));
@@ -327,6 +412,7 @@ fn main() {
     let mut g = c.benchmark_group("fresh");
     g.sampling_mode(SamplingMode::Flat);
     common::for_each_subject!(fresh(&mut g));
+    fresh_two_phase(&mut g);
     g.finish();
 
     let mut g = c.benchmark_group("mixed");
@@ -346,16 +432,11 @@ fn main() {
             let Some(batched) = common::criterion_median("hit", way.name(), &param) else {
                 continue;
             };
-            let ratios: Vec<String> = common::SUBJECTS[1..]
-                .iter()
-                .filter_map(|s| common::criterion_median("hit", s, &param).map(|m| (s, m)))
-                .map(|(s, m)| format!("{s} {:.2}x", batched / m))
-                .collect();
             println!(
                 "hit/{}/{param} (batches of {BATCH}, {}): {batched:.1} ns; {}",
                 way.name(),
                 way.what(),
-                ratios.join(", ")
+                ratios_to("hit", batched, &param)
             );
         }
     }
@@ -364,4 +445,32 @@ fn main() {
             println!("floor/{way}: {ns:.1} ns per random line");
         }
     }
+    for param in common::thread_params() {
+        let Some(table) = common::criterion_median("floor", "hashmap", &param) else {
+            continue;
+        };
+        println!(
+            "floor/hashmap/{param} (a get with no synchronisation): {table:.1} ns; {}",
+            ratios_to("hit", table, &param)
+        );
+    }
+    for param in common::thread_params() {
+        let Some(two) = common::criterion_median("fresh", TWO_PHASE, &param) else {
+            continue;
+        };
+        println!(
+            "fresh/{TWO_PHASE}/{param} (claim and complete, two lock holds): {two:.1} ns; {}",
+            ratios_to("fresh", two, &param)
+        );
+    }
+}
+
+/// `ns` as a ratio to each subject's median in `group` at `param`.
+fn ratios_to(group: &str, ns: f64, param: &str) -> String {
+    let ratios: Vec<String> = common::SUBJECTS
+        .iter()
+        .filter_map(|s| common::criterion_median(group, s, param).map(|m| (s, m)))
+        .map(|(s, m)| format!("{s} {:.2}x", ns / m))
+        .collect();
+    ratios.join(", ")
 }
