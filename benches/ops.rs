@@ -294,60 +294,45 @@ fn floor(c: &mut Criterion, keys: &Arc<[u64]>) {
     g.finish();
 }
 
-/// `fresh` on dashmap with rule 2 of SEMANTICS.md applied and nothing else:
-/// the claim inserts a pending entry under one lock hold, the operation
-/// runs with no lock held, and the completion stores its value under a
-/// second hold. No waiting, tokens, leases or expiry, and the same
-/// `(value, state)` entries as the `dashmap` row, whose idiom runs the
-/// operation inside its one hold. It is not a subject but a reference: the
-/// cost of the two holds an idempotency store must take, on the cheapest
-/// locked table.
-fn fresh_two_phase(g: &mut BenchmarkGroup<'_, WallTime>) {
-    use dashmap::mapref::entry::Entry;
+/// dashmap with rule 2 of SEMANTICS.md applied and nothing else, for
+/// `fresh`: the claim inserts a pending entry under one lock hold, the
+/// operation runs with no lock held, and the completion stores its value
+/// under a second hold. No waiting (a duplicate of a pending key gets 0),
+/// tokens, leases or expiry, and the same `(value, state)` entries as the
+/// `dashmap` subject, whose idiom runs the operation inside its one hold.
+/// It is not a subject but a reference: the cost of the two holds an
+/// idempotency store must take, on the cheapest locked table.
+struct DashTwoPhase(dashmap::DashMap<u64, (u64, u64), ahash::RandomState>);
+
+impl DashTwoPhase {
     const PENDING: u64 = 0;
     const DONE: u64 = u64::MAX;
-    if !common::selected(TWO_PHASE) {
-        return;
-    }
-    for threads in thread_counts() {
-        g.throughput(Throughput::Elements(threads as u64));
-        g.bench_function(BenchmarkId::new(TWO_PHASE, format!("{threads}t")), |b| {
-            b.iter_custom(|iters| {
-                // As `fresh`: a new, empty map per sample.
-                let map: dashmap::DashMap<u64, (u64, u64), ahash::RandomState> =
-                    dashmap::DashMap::with_hasher(ahash::RandomState::new());
-                let elapsed = run_threads(threads, |tid| {
-                    let base = (tid as u64) << 40;
-                    for i in 0..iters {
-                        let k = splitmix(base | i);
-                        let claimed = match map.entry(k) {
-                            Entry::Vacant(e) => {
-                                e.insert((0, PENDING));
-                                true
-                            }
-                            Entry::Occupied(e) => {
-                                black_box(*e.get());
-                                false
-                            }
-                        };
-                        if claimed {
-                            let v = black_box(k);
-                            if let Some(mut e) = map.get_mut(&k) {
-                                *e = (v, DONE);
-                            }
-                        }
-                    }
-                });
-                drop(map);
-                elapsed
-            })
-        });
-    }
 }
 
-/// The name of [`fresh_two_phase`]'s row, which `IDEMSTORE_BENCH_ONLY`
-/// also takes.
-const TWO_PHASE: &str = "dashmap_two_phase";
+impl Subject for DashTwoPhase {
+    const NAME: &'static str = "dashmap_two_phase";
+    fn new(_: &Cfg) -> Self {
+        DashTwoPhase(dashmap::DashMap::with_hasher(ahash::RandomState::new()))
+    }
+    fn get(&self, key: u64) -> Option<u64> {
+        let entry = self.0.get(&key)?;
+        (entry.1 == Self::DONE).then_some(entry.0)
+    }
+    fn execute(&self, key: u64, op: impl FnOnce() -> u64) -> u64 {
+        use dashmap::mapref::entry::Entry;
+        match self.0.entry(key) {
+            Entry::Occupied(e) => return e.get().0,
+            Entry::Vacant(e) => {
+                e.insert((0, Self::PENDING));
+            }
+        }
+        let value = op();
+        if let Some(mut e) = self.0.get_mut(&key) {
+            *e = (value, Self::DONE);
+        }
+        value
+    }
+}
 
 /// Unique fresh keys across threads and samples of `mixed`.
 static NEXT_BASE: AtomicU64 = AtomicU64::new(1);
@@ -412,7 +397,7 @@ fn main() {
     let mut g = c.benchmark_group("fresh");
     g.sampling_mode(SamplingMode::Flat);
     common::for_each_subject!(fresh(&mut g));
-    fresh_two_phase(&mut g);
+    fresh::<DashTwoPhase>(&mut g);
     g.finish();
 
     let mut g = c.benchmark_group("mixed");
@@ -455,11 +440,12 @@ fn main() {
         );
     }
     for param in common::thread_params() {
-        let Some(two) = common::criterion_median("fresh", TWO_PHASE, &param) else {
+        let Some(two) = common::criterion_median("fresh", DashTwoPhase::NAME, &param) else {
             continue;
         };
         println!(
-            "fresh/{TWO_PHASE}/{param} (claim and complete, two lock holds): {two:.1} ns; {}",
+            "fresh/{}/{param} (claim and complete, two lock holds): {two:.1} ns; {}",
+            DashTwoPhase::NAME,
             ratios_to("fresh", two, &param)
         );
     }
