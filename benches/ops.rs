@@ -300,8 +300,9 @@ fn floor(c: &mut Criterion, keys: &Arc<[u64]>) {
 /// under a second hold. No waiting (a duplicate of a pending key gets 0),
 /// tokens, leases or expiry, and the same `(value, state)` entries as the
 /// `dashmap` subject, whose idiom runs the operation inside its one hold.
-/// It is not a subject but a reference: the cost of the two holds an
-/// idempotency store must take, on the cheapest locked table.
+/// `fresh` runs it as it runs the subjects, but it is not one of them: it
+/// is a reference, the cost of the two holds an idempotency store must
+/// take, on the cheapest locked table.
 struct DashTwoPhase(dashmap::DashMap<u64, (u64, u64), ahash::RandomState>);
 
 impl DashTwoPhase {
@@ -413,50 +414,38 @@ fn main() {
         1.0,
     );
     for way in Batched::ALL {
-        for param in common::thread_params() {
-            let Some(batched) = common::criterion_median("hit", way.name(), &param) else {
-                continue;
-            };
-            println!(
-                "hit/{}/{param} (batches of {BATCH}, {}): {batched:.1} ns; {}",
-                way.name(),
-                way.what(),
-                ratios_to("hit", batched, &param)
-            );
-        }
+        let what = format!("batches of {BATCH}, {}", way.what());
+        print_reference("hit", way.name(), &what, "hit");
     }
     for way in ["independent", "dependent"] {
         if let Some(ns) = common::criterion_median("floor", way, "1t") {
             println!("floor/{way}: {ns:.1} ns per random line");
         }
     }
-    for param in common::thread_params() {
-        let Some(table) = common::criterion_median("floor", "hashmap", &param) else {
-            continue;
-        };
-        println!(
-            "floor/hashmap/{param} (a get with no synchronisation): {table:.1} ns; {}",
-            ratios_to("hit", table, &param)
-        );
-    }
-    for param in common::thread_params() {
-        let Some(two) = common::criterion_median("fresh", DashTwoPhase::NAME, &param) else {
-            continue;
-        };
-        println!(
-            "fresh/{}/{param} (claim and complete, two lock holds): {two:.1} ns; {}",
-            DashTwoPhase::NAME,
-            ratios_to("fresh", two, &param)
-        );
-    }
+    print_reference("floor", "hashmap", "a get with no synchronisation", "hit");
+    print_reference(
+        "fresh",
+        DashTwoPhase::NAME,
+        "claim and complete, two lock holds",
+        "fresh",
+    );
 }
 
-/// `ns` as a ratio to each subject's median in `group` at `param`.
-fn ratios_to(group: &str, ns: f64, param: &str) -> String {
-    let ratios: Vec<String> = common::SUBJECTS
-        .iter()
-        .filter_map(|s| common::criterion_median(group, s, param).map(|m| (s, m)))
-        .map(|(s, m)| format!("{s} {:.2}x", ns / m))
-        .collect();
-    ratios.join(", ")
+/// Prints row `group/name` at each thread count with its ratio to every
+/// subject's median in `peers` (the workload it stands beside).
+fn print_reference(group: &str, name: &str, what: &str, peers: &str) {
+    for param in common::thread_params() {
+        let Some(ns) = common::criterion_median(group, name, &param) else {
+            continue;
+        };
+        let ratios: Vec<String> = common::SUBJECTS
+            .iter()
+            .filter_map(|s| common::criterion_median(peers, s, &param).map(|m| (s, m)))
+            .map(|(s, m)| format!("{s} {:.2}x", ns / m))
+            .collect();
+        println!(
+            "{group}/{name}/{param} ({what}): {ns:.1} ns; {}",
+            ratios.join(", ")
+        );
+    }
 }
