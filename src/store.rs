@@ -735,14 +735,7 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let store = self.store;
-        match store
-            .inner
-            .table
-            .lookup(hash, key, store.now(), None, &self.guard)
-        {
-            Lookup::Completed(value, _) => Some(value),
-            Lookup::Absent | Lookup::InFlight => None,
-        }
+        store.inner.table.get(hash, key, store.now(), &self.guard)
     }
 }
 

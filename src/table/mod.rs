@@ -141,6 +141,16 @@ where
         self.shard(hash).lookup(hash, key, now, fingerprint, guard)
     }
 
+    /// Lock-free: `key`'s completed value at `now`, if any.
+    #[inline]
+    pub(crate) fn get<Q>(&self, hash: u64, key: &Q, now: u64, guard: &Guard) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        self.shard(hash).get(hash, key, now, guard)
+    }
+
     /// Starts loading `hash`'s summary byte and chain head, without a pin;
     /// see [`Shard::prefetch_bucket`].
     #[inline(always)]
