@@ -274,9 +274,18 @@ where
         // One pin serves the lookup and the claim after it; the same lookup
         // finds this thread's counts.
         let (guard, counts) = table.pin_counting();
-        // A replay needs no lock: a completed value never changes.
-        if let Lookup::Completed(value, agree) = table.lookup(hash, &*key, now, fingerprint, &guard)
-        {
+        // A replay needs no lock: a completed value never changes. Without
+        // a fingerprint to compare, the read is `get`'s.
+        let completed = match fingerprint {
+            None => table
+                .get(hash, &*key, now, &guard)
+                .map(|value| (value, true)),
+            Some(_) => match table.lookup(hash, &*key, now, fingerprint, &guard) {
+                Lookup::Completed(value, agree) => Some((value, agree)),
+                Lookup::Absent | Lookup::InFlight => None,
+            },
+        };
+        if let Some((value, agree)) = completed {
             return if agree {
                 counts.bump(Event::Replay);
                 Ok(RawClaim::Completed(value))
