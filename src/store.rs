@@ -379,11 +379,7 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let table = &self.inner.table;
-        let hash = table.hash(key);
-        // Before the pin, so that the bucket's cache miss overlaps the pin's
-        // fenced write instead of waiting for it.
-        table.prefetch_bucket(hash);
-        self.pin().read(key, hash)
+        table.get_one(table.hash(key), key, self.now())
     }
 
     /// The values of `keys`, in order, each as [`get`](Self::get) would

@@ -151,6 +151,22 @@ where
         self.shard(hash).get(hash, key, now, guard)
     }
 
+    /// [`get`](Self::get) under a pin of its own, with the shard chosen
+    /// once: the pin's atomic write makes the compiler reload whatever it
+    /// had read of the table before it.
+    #[inline]
+    pub(crate) fn get_one<Q>(&self, hash: u64, key: &Q, now: u64) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let shard = self.shard(hash);
+        // Before the pin, so that the bucket's cache miss overlaps the pin's
+        // fenced write instead of waiting for it.
+        shard.prefetch_bucket(hash);
+        shard.get(hash, key, now, &self.pin())
+    }
+
     /// Starts loading `hash`'s summary byte and chain head, without a pin;
     /// see [`Shard::prefetch_bucket`].
     #[inline(always)]
