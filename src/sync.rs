@@ -104,21 +104,6 @@ mod imp {
         // deferred destructor, so a dropped store leaves no value behind.
         locals: thread_local::ThreadLocal<Local>,
         collector: super::Collector,
-        /// This epoch's name in [`LAST`]: unique in the process.
-        id: u64,
-    }
-
-    /// Ids for epochs, never reused (a `u64` counted up by one does not
-    /// wrap), so an id in [`LAST`] names one epoch only, alive or dropped.
-    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-    std::thread_local! {
-        /// The epoch this thread used last, by id, and this thread's entry in
-        /// it: a thread working on one store finds its entry with one
-        /// thread-local load instead of `ThreadLocal`'s lookup of the thread
-        /// id (a call, then its bucket). No id is 0.
-        static LAST: std::cell::Cell<(u64, *const Local)> =
-            const { std::cell::Cell::new((0, std::ptr::null())) };
     }
 
     /// A thread's handle and its counts. `ThreadLocal` keeps its values side by
@@ -150,35 +135,15 @@ mod imp {
             Epoch {
                 locals: thread_local::ThreadLocal::new(),
                 collector: super::Collector::new(),
-                // Relaxed: the counter orders nothing; uniqueness is all.
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             }
         }
 
         #[inline]
         fn local(&self) -> &Local {
-            let (id, local) = LAST.get();
-            if id == self.id {
-                // SAFETY: only `find_local` writes `LAST`, on this thread,
-                // with this thread's entry in the epoch of that id, and ids
-                // are never reused, so `local` is this thread's entry in
-                // `self`. `ThreadLocal` never moves an entry, and drops it
-                // only with `self`, which the borrow keeps alive.
-                return unsafe { &*local };
-            }
-            self.find_local()
-        }
-
-        /// The first operation of a thread on this store, or the first
-        /// since it used another.
-        #[inline(never)]
-        fn find_local(&self) -> &Local {
-            let local = match self.locals.get() {
+            match self.locals.get() {
                 Some(local) => local,
                 None => self.register(),
-            };
-            LAST.set((self.id, local));
-            local
+            }
         }
 
         /// A thread's first operation on the store. Out of line, so the
@@ -227,33 +192,6 @@ mod imp {
             // thread's handle and counts off its neighbours' lines.
             assert_eq!(std::mem::align_of::<Local>(), 128);
             assert_eq!(std::mem::size_of::<Local>(), 128);
-        }
-
-        /// The entry `for_each` lends for this thread, the only one there.
-        fn only_entry(epoch: &Epoch) -> *const Counts {
-            let mut seen = Vec::new();
-            epoch.for_each(|counts| seen.push(counts as *const Counts));
-            assert_eq!(seen.len(), 1);
-            seen[0]
-        }
-
-        #[test]
-        fn a_thread_alternating_epochs_finds_its_entry_in_each() {
-            let a = Epoch::new();
-            let b = Epoch::new();
-            for _ in 0..3 {
-                // Each lookup replaces the other epoch's entry in `LAST`.
-                let (_guard, in_a) = a.pin_counting();
-                assert_eq!(in_a as *const Counts, only_entry(&a));
-                let (_guard, in_b) = b.pin_counting();
-                assert_eq!(in_b as *const Counts, only_entry(&b));
-            }
-            let _ = a.counts();
-            drop(a);
-            // `LAST` still names the dropped epoch's entry; a new epoch,
-            // wherever it lands, must not be given it.
-            let c = Epoch::new();
-            assert_eq!(c.counts() as *const Counts, only_entry(&c));
         }
     }
 }
