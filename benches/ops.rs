@@ -35,7 +35,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +64,19 @@ fn hit_keys() -> Arc<[u64]> {
     keys.into()
 }
 
+/// The order `hit`'s keys are filled in: their read order, or, with
+/// `IDEMSTORE_BENCH_PREFILL_SHUFFLED` set to anything but empty or `0`, an
+/// order unrelated to it.
+fn fill_order(keys: &[u64]) -> Vec<u64> {
+    let mut order = keys.to_vec();
+    let shuffled =
+        std::env::var("IDEMSTORE_BENCH_PREFILL_SHUFFLED").is_ok_and(|v| !v.is_empty() && v != "0");
+    if shuffled {
+        Rng::new(11).shuffle(&mut order);
+    }
+    order
+}
+
 /// Fills a subject with `keys`, in their read order, or, with
 /// `IDEMSTORE_BENCH_PREFILL_SHUFFLED` set, in an order unrelated to it. A
 /// store that allocates entries one by one lays them out in insertion order,
@@ -72,10 +85,7 @@ fn hit_keys() -> Arc<[u64]> {
 /// is nowhere near the previous one's.
 fn prefilled<S: Subject>(keys: &[u64]) -> S {
     let subject = S::new(&Cfg::untimed(keys.len() * 2));
-    let mut order = keys.to_vec();
-    if std::env::var_os("IDEMSTORE_BENCH_PREFILL_SHUFFLED").is_some() {
-        Rng::new(11).shuffle(&mut order);
-    }
+    let order = fill_order(keys);
     for &k in &order {
         subject.execute(k, || k ^ 1);
     }
@@ -237,6 +247,122 @@ fn fresh<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>) {
     }
 }
 
+/// An entry behind a pointer, as idemstore's nodes are: its key, a state
+/// word read with Acquire, its value, and two words of links, 40 bytes, so
+/// `malloc` gives it the chunk a node gets.
+struct Boxed {
+    key: u64,
+    state: AtomicU64,
+    value: u64,
+    _links: [usize; 2],
+}
+
+/// `Boxed::state` of a completed entry.
+const COMPLETED: u64 = 1;
+
+/// A per-thread epoch word on its own line, as crossbeam-epoch keeps one.
+#[repr(align(64))]
+struct EpochWord(AtomicU64);
+
+/// The `boxed_*` rows of `floor`: what a read-side pin costs a read whose
+/// entry lies behind a pointer, the cost "What limits it" in BENCHMARKS.md
+/// splits out of `hit`. The keys of `hit` in a `HashMap` of boxed entries,
+/// made in the order they are read (as `hit` fills its subjects; scattered
+/// with `IDEMSTORE_BENCH_PREFILL_SHUFFLED`), read four ways:
+///
+/// * `boxed`: no pin, the pointer chase alone.
+/// * `boxed_epoch`: under a crossbeam-epoch pin of a collector of the
+///   row's own, a handle per thread: what idemstore's `get` pays, less the
+///   lookup of its handle.
+/// * `boxed_cas`: under the smallest symmetric pin: one compare-and-swap
+///   of the thread's epoch word (SeqCst, a locked instruction here, as
+///   crossbeam-epoch's) before the read and a Release store after it.
+/// * `boxed_plain`: under the read side of an asymmetric pin: a Relaxed
+///   store and a compiler fence, no locked instruction; the reclaimer
+///   would pay for the ordering with a process-wide barrier (Linux
+///   `membarrier`) each time it advances the epoch.
+///
+/// Nothing here advances an epoch or frees anything: these are the read
+/// sides alone, so at 2 threads and more they leave out the traffic of
+/// advancing the epoch that crossbeam-epoch's own row includes.
+fn boxed_rows(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
+    let mut table: HashMap<u64, Box<Boxed>, ahash::RandomState> = HashMap::default();
+    for key in fill_order(keys) {
+        let entry = Boxed {
+            key,
+            state: AtomicU64::new(COMPLETED),
+            value: key ^ 1,
+            _links: [0; 2],
+        };
+        table.insert(key, Box::new(entry));
+    }
+    let read = |key: u64| {
+        let entry = table.get(&key)?;
+        let done = entry.state.load(Ordering::Acquire) == COMPLETED;
+        (done && entry.key == key).then_some(entry.value)
+    };
+    read_rows(g, "boxed", keys, |k| {
+        black_box(read(k));
+    });
+    let collector = crossbeam_epoch::Collector::new();
+    pinned_rows(
+        g,
+        "boxed_epoch",
+        keys,
+        || collector.register(),
+        |handle, k| {
+            let _guard = handle.pin();
+            black_box(read(k));
+        },
+    );
+    let global = AtomicU64::new(2);
+    let word = || Box::new(EpochWord(AtomicU64::new(0)));
+    pinned_rows(g, "boxed_cas", keys, word, |word, k| {
+        let epoch = global.load(Ordering::Relaxed) | 1;
+        let _ = word
+            .0
+            .compare_exchange(0, epoch, Ordering::SeqCst, Ordering::SeqCst);
+        black_box(read(k));
+        word.0.store(0, Ordering::Release);
+    });
+    pinned_rows(g, "boxed_plain", keys, word, |word, k| {
+        word.0
+            .store(global.load(Ordering::Relaxed) | 1, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        black_box(read(k));
+        word.0.store(0, Ordering::Release);
+    });
+}
+
+/// [`read_rows`] for reads that need per-thread state, made by `local` on
+/// the thread that uses it.
+fn pinned_rows<L>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    keys: &Arc<[u64]>,
+    local: impl Fn() -> L + Sync,
+    read: impl Fn(&L, u64) + Sync,
+) {
+    for threads in thread_counts() {
+        g.throughput(Throughput::Elements(threads as u64));
+        g.bench_function(BenchmarkId::new(name, format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                run_threads(threads, |tid| {
+                    let local = local();
+                    let mut i = start_of(tid, keys.len());
+                    for _ in 0..iters {
+                        read(&local, keys[i]);
+                        i += 1;
+                        if i == keys.len() {
+                            i = 0;
+                        }
+                    }
+                })
+            })
+        });
+    }
+}
+
 /// A line of the floor's array: one per key.
 #[repr(align(64))]
 struct Line([u64; 8]);
@@ -269,6 +395,8 @@ fn floor(c: &mut Criterion, keys: &Arc<[u64]>) {
     read_rows(&mut g, "hashmap", keys, |k| {
         black_box(table.get(&k).map(|e| e.0));
     });
+    drop(table);
+    boxed_rows(&mut g, keys);
     let n = hit_keys_count();
     let mut order: Vec<usize> = (0..n).collect();
     Rng::new(11).shuffle(&mut order);
@@ -423,6 +551,17 @@ fn main() {
         }
     }
     print_reference("floor", "hashmap", "a get with no synchronisation", "hit");
+    for (way, what) in [
+        ("boxed", "an entry behind a pointer, no pin"),
+        ("boxed_epoch", "behind a pointer, a crossbeam-epoch pin"),
+        ("boxed_cas", "behind a pointer, a compare-and-swap pin"),
+        (
+            "boxed_plain",
+            "behind a pointer, a pin with no locked instruction",
+        ),
+    ] {
+        print_reference("floor", way, what, "hit");
+    }
     print_reference(
         "fresh",
         DashTwoPhase::NAME,
