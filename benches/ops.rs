@@ -125,23 +125,7 @@ fn read_rows(
     keys: &Arc<[u64]>,
     read: impl Fn(u64) + Sync,
 ) {
-    for threads in thread_counts() {
-        g.throughput(Throughput::Elements(threads as u64));
-        g.bench_function(BenchmarkId::new(name, format!("{threads}t")), |b| {
-            b.iter_custom(|iters| {
-                run_threads(threads, |tid| {
-                    let mut i = start_of(tid, keys.len());
-                    for _ in 0..iters {
-                        read(keys[i]);
-                        i += 1;
-                        if i == keys.len() {
-                            i = 0;
-                        }
-                    }
-                })
-            })
-        });
-    }
+    pinned_rows(g, name, keys, || (), |_, k| read(k));
 }
 
 fn hit<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
@@ -335,7 +319,7 @@ fn boxed_rows(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
 }
 
 /// [`read_rows`] for reads that need per-thread state, made by `local` on
-/// the thread that uses it.
+/// the thread that uses it, inside the timed window (once a sample).
 fn pinned_rows<L>(
     g: &mut BenchmarkGroup<'_, WallTime>,
     name: &str,
