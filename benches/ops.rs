@@ -14,8 +14,10 @@
 //! * `floor`: not a subject but the machine: one random 64-byte line per
 //!   operation over as many lines as `hit` has keys, with the loads
 //!   overlapped (`independent`) or chained (`dependent`), and `hashmap`,
-//!   `hit` on a plain `HashMap` read with no synchronisation at all. They
-//!   show how much of `hit` is memory latency. `IDEMSTORE_BENCH_ONLY`
+//!   `hit` on a plain `HashMap` read with no synchronisation at all, and
+//!   the `boxed` rows, an entry behind a pointer read with no pin and under
+//!   three kinds of pin. They show how much of `hit` is memory latency, and
+//!   how much the pin. `IDEMSTORE_BENCH_ONLY`
 //!   admits them as `floor`.
 //! * `fresh/dashmap_two_phase`: not a subject but a reference: `fresh` on
 //!   dashmap with the operation run between two lock holds (rule 2 of
@@ -77,16 +79,15 @@ fn fill_order(keys: &[u64]) -> Vec<u64> {
     order
 }
 
-/// Fills a subject with `keys`, in their read order, or, with
-/// `IDEMSTORE_BENCH_PREFILL_SHUFFLED` set, in an order unrelated to it. A
+/// Fills a subject with `keys` in [`fill_order`]: their read order, or an
+/// order unrelated to it. A
 /// store that allocates entries one by one lays them out in insertion order,
 /// so reads that follow that order (as retries follow their originals) walk
 /// memory forwards; the shuffled fill shows the cost of a read whose entry
 /// is nowhere near the previous one's.
 fn prefilled<S: Subject>(keys: &[u64]) -> S {
     let subject = S::new(&Cfg::untimed(keys.len() * 2));
-    let order = fill_order(keys);
-    for &k in &order {
+    for k in fill_order(keys) {
         subject.execute(k, || k ^ 1);
     }
     subject.settle();
@@ -369,6 +370,9 @@ struct Line([u64; 8]);
 /// through a shared reference: no lock, no atomic, no sharding. That is
 /// what a `get` of this workload costs when nothing at all is paid for
 /// concurrency, so no concurrent table's `hit` can be expected below it.
+///
+/// And the `boxed` rows ([`boxed_rows`]): a read behind a pointer with and
+/// without a read-side pin, at every thread count.
 fn floor(c: &mut Criterion, keys: &Arc<[u64]>) {
     if !common::selected("floor") {
         return;
