@@ -126,7 +126,7 @@ fn read_rows(
     keys: &Arc<[u64]>,
     read: impl Fn(u64) + Sync,
 ) {
-    pinned_rows(g, name, keys, || (), |_, k| read(k));
+    read_rows_with(g, name, keys, || (), |_, k| read(k));
 }
 
 fn hit<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
@@ -290,7 +290,7 @@ fn boxed_rows(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
         black_box(read(k));
     });
     let collector = crossbeam_epoch::Collector::new();
-    pinned_rows(
+    read_rows_with(
         g,
         "boxed_epoch",
         keys,
@@ -302,7 +302,7 @@ fn boxed_rows(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
     );
     let global = AtomicU64::new(2);
     let word = || Box::new(EpochWord(AtomicU64::new(0)));
-    pinned_rows(g, "boxed_cas", keys, word, |word, k| {
+    read_rows_with(g, "boxed_cas", keys, word, |word, k| {
         let epoch = global.load(Ordering::Relaxed) | 1;
         let _ = word
             .0
@@ -310,7 +310,7 @@ fn boxed_rows(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
         black_box(read(k));
         word.0.store(0, Ordering::Release);
     });
-    pinned_rows(g, "boxed_plain", keys, word, |word, k| {
+    read_rows_with(g, "boxed_plain", keys, word, |word, k| {
         word.0
             .store(global.load(Ordering::Relaxed) | 1, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);
@@ -321,7 +321,7 @@ fn boxed_rows(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
 
 /// [`read_rows`] for reads that need per-thread state, made by `local` on
 /// the thread that uses it, inside the timed window (once a sample).
-fn pinned_rows<L>(
+fn read_rows_with<L>(
     g: &mut BenchmarkGroup<'_, WallTime>,
     name: &str,
     keys: &Arc<[u64]>,
