@@ -130,6 +130,8 @@ mod fingerprint;
 pub mod http;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "asymmetric-epoch")]
+mod reclaim;
 mod stats;
 mod store;
 #[cfg(not(idemstore_loom))]

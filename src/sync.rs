@@ -13,7 +13,11 @@
 
 #![allow(dead_code)] // Each cfg uses a different subset of the facade.
 
-pub(crate) use crossbeam_epoch::{unprotected, Atomic, Collector, Guard, Owned, Shared};
+#[cfg(feature = "asymmetric-epoch")]
+pub(crate) use crate::reclaim::{unprotected, Epoch, Guard};
+#[cfg(not(feature = "asymmetric-epoch"))]
+pub(crate) use crossbeam_epoch::{unprotected, Collector, Guard};
+pub(crate) use crossbeam_epoch::{Atomic, Owned, Shared};
 
 /// A statistics counter: a plain `std` atomic in every build.
 pub(crate) type Counter = std::sync::atomic::AtomicU64;
@@ -91,6 +95,7 @@ mod imp {
         }
     }
 
+    #[cfg(not(feature = "asymmetric-epoch"))]
     use crate::stats::Counts;
 
     /// One store's own collector, and each thread's handle on it together
@@ -98,6 +103,7 @@ mod imp {
     /// counts finds both with one lookup. Not generic over what it keeps
     /// beside the handle: a generic `pin` would be compiled in the user's
     /// crate, where the thread-id lookup is a call instead of a TLS load.
+    #[cfg(not(feature = "asymmetric-epoch"))]
     pub(crate) struct Epoch {
         // Declared first so the handles drop before the collector: once the
         // last handle and the collector are gone, crossbeam runs every
@@ -112,6 +118,7 @@ mod imp {
     /// from the other core (at 16 threads a replay took 1.5 to 1.7 times as
     /// long; BENCHMARKS.md). 128 bytes: a line and the neighbour the
     /// prefetcher pairs with it, as in `table::Padded`.
+    #[cfg(not(feature = "asymmetric-epoch"))]
     #[repr(align(128))]
     struct Local {
         handle: crossbeam_epoch::LocalHandle,
@@ -124,12 +131,15 @@ mod imp {
     // has exited, to one new thread reusing its slot: never concurrently.
     // The entries are dropped together with the `ThreadLocal`, which happens
     // in the store's `Drop`, when no operation (hence no `Guard`) is live.
+    #[cfg(not(feature = "asymmetric-epoch"))]
     unsafe impl Send for Local {}
     // SAFETY: other threads reach an entry only through `for_each`, which
     // lends them the counts alone (atomics); the handle is used only by the
     // thread the entry belongs to (see the `Send` impl).
+    #[cfg(not(feature = "asymmetric-epoch"))]
     unsafe impl Sync for Local {}
 
+    #[cfg(not(feature = "asymmetric-epoch"))]
     impl Epoch {
         pub(crate) fn new() -> Self {
             Epoch {
@@ -181,6 +191,7 @@ mod imp {
         }
     }
 
+    #[cfg(not(feature = "asymmetric-epoch"))]
     #[cfg(test)]
     mod tests {
         use super::*;
@@ -203,8 +214,11 @@ mod imp {
     pub(crate) use loom::sync::Arc;
     pub(crate) use loom::thread::{current as current_thread, park, Thread};
 
+    #[cfg(not(feature = "asymmetric-epoch"))]
     use crate::stats::Counts;
+    #[cfg(not(feature = "asymmetric-epoch"))]
     use crossbeam_epoch::LocalHandle;
+    #[cfg(not(feature = "asymmetric-epoch"))]
     use loom::thread::ThreadId;
 
     /// loom never fires timeouts: a timed park is a plain park in a model.
@@ -235,6 +249,7 @@ mod imp {
     /// the models can explore. As in the normal build, garbage then reaches
     /// the global queue when a handle's bag fills, on `Guard::flush` (each
     /// sweep step) and when the store drops.
+    #[cfg(not(feature = "asymmetric-epoch"))]
     pub(crate) struct Epoch {
         // Declared first so the handles drop before the collector (see the
         // normal build's `Epoch`). Boxed so an entry stays put when the
@@ -247,6 +262,7 @@ mod imp {
     }
 
     /// Each modelled thread's handle and counts, by thread.
+    #[cfg(not(feature = "asymmetric-epoch"))]
     type Entries = Vec<(ThreadId, Box<(LocalHandle, Counts)>)>;
 
     // SAFETY: a `LocalHandle` is `!Send + !Sync` because its `Local` must
@@ -254,10 +270,13 @@ mod imp {
     // the modelled thread that registered it; other threads see only the
     // counts (`for_each`). The handles are dropped with the `Epoch`, in the
     // store's `Drop`, when no operation (hence no `Guard`) is live.
+    #[cfg(not(feature = "asymmetric-epoch"))]
     unsafe impl Send for Epoch {}
     // SAFETY: as above.
+    #[cfg(not(feature = "asymmetric-epoch"))]
     unsafe impl Sync for Epoch {}
 
+    #[cfg(not(feature = "asymmetric-epoch"))]
     impl Epoch {
         pub(crate) fn new() -> Self {
             Epoch {
