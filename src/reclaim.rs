@@ -344,19 +344,26 @@ impl Epoch {
     #[cfg(not(idemstore_loom))]
     #[inline]
     fn local(&self) -> &Local {
-        match self.locals.get() {
-            Some(local) => local,
-            None => self.register(),
+        loop {
+            if let Some(local) = self.locals.get() {
+                return local;
+            }
+            self.register();
         }
     }
 
     /// A thread's first operation on the store. Out of line, so the aligned
     /// slot built here costs the hot path no stack realignment.
+    ///
+    /// The reference `get_or` returns is dropped: guards keep a pointer to
+    /// the slot, and one derived from the insertion would lose its access
+    /// (under Tree Borrows) at the first write through a later `get`'s.
+    /// Every pointer to a slot comes from `get` instead.
     #[cfg(not(idemstore_loom))]
     #[cold]
     #[inline(never)]
-    fn register(&self) -> &Local {
-        self.locals.get_or(Local::new)
+    fn register(&self) {
+        self.locals.get_or(Local::new);
     }
 
     #[cfg(idemstore_loom)]
