@@ -1,7 +1,9 @@
 //! The one place concurrency primitives come from.
 //!
 //! Normal builds use `parking_lot` locks, `std` atomics and `Arc`, and
-//! crossbeam-epoch with a per-store [`Collector`]. Under `--cfg idemstore_loom`
+//! crossbeam-epoch with a per-store `Collector` (with feature
+//! `asymmetric-epoch`, the store's own epoch of `reclaim.rs` in its place,
+//! still with crossbeam-epoch's pointer types). Under `--cfg idemstore_loom`
 //! (together with `--cfg crossbeam_loom`, which switches crossbeam-epoch to
 //! loom internally) every lock, atomic, `Arc`, `UnsafeCell` and park/unpark
 //! below is loom's, so the models in `tests/loom.rs` check the real code.
