@@ -18,7 +18,8 @@
 //! thread of the process execute a full fence before it returns. That is the
 //! scheme of liburcu's `membarrier` flavour and of folly's asymmetric
 //! fences. Readers pin on every `get`; the epoch advances at most once per
-//! bag of 64 retirements, per resize and per sweep step.
+//! bag of 64 retirements, per resize and per 16 sweep steps, and only when
+//! something sealed waits to be freed.
 //!
 //! Where `membarrier` is missing (not Linux, an old kernel, a sandbox that
 //! refuses it) and under miri and loom, both sides use `SeqCst` fences:
@@ -669,7 +670,7 @@ mod tests {
         freed
     }
 
-    /// What a sweep step does: a fresh pin, then a flush.
+    /// What a sweep step that flushes does: a fresh pin, then a flush.
     fn flush_times(epoch: &Epoch, n: u64) {
         for _ in 0..n {
             epoch.pin().flush();
