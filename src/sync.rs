@@ -98,113 +98,113 @@ mod imp {
     }
 
     #[cfg(not(feature = "asymmetric-epoch"))]
-    use crate::stats::Counts;
+    pub(crate) use collector::Epoch;
 
-    /// One store's own collector, and each thread's handle on it together
-    /// with that thread's statistics counts: an operation that pins and
-    /// counts finds both with one lookup. Not generic over what it keeps
-    /// beside the handle: a generic `pin` would be compiled in the user's
-    /// crate, where the thread-id lookup is a call instead of a TLS load.
+    /// crossbeam-epoch's collector, with each thread's handle and counts.
     #[cfg(not(feature = "asymmetric-epoch"))]
-    pub(crate) struct Epoch {
-        // Declared first so the handles drop before the collector: once the
-        // last handle and the collector are gone, crossbeam runs every
-        // deferred destructor, so a dropped store leaves no value behind.
-        locals: thread_local::ThreadLocal<Local>,
-        collector: super::Collector,
-    }
+    mod collector {
+        use crate::stats::Counts;
 
-    /// A thread's handle and its counts. `ThreadLocal` keeps its values side by
-    /// side in one array, so without the alignment two threads' entries
-    /// would share a cache line, and each pin and count would take the line
-    /// from the other core (at 16 threads a replay took 1.5 to 1.7 times as
-    /// long; BENCHMARKS.md). 128 bytes: a line and the neighbour the
-    /// prefetcher pairs with it, as in `table::Padded`.
-    #[cfg(not(feature = "asymmetric-epoch"))]
-    #[repr(align(128))]
-    struct Local {
-        handle: crossbeam_epoch::LocalHandle,
-        counts: Counts,
-    }
+        /// One store's own collector, and each thread's handle on it together
+        /// with that thread's statistics counts: an operation that pins and
+        /// counts finds both with one lookup. Not generic over what it keeps
+        /// beside the handle: a generic `pin` would be compiled in the user's
+        /// crate, where the thread-id lookup is a call instead of a TLS load.
+        pub(crate) struct Epoch {
+            // Declared first so the handles drop before the collector: once the
+            // last handle and the collector are gone, crossbeam runs every
+            // deferred destructor, so a dropped store leaves no value behind.
+            locals: thread_local::ThreadLocal<Local>,
+            collector: crate::sync::Collector,
+        }
 
-    // SAFETY: a `LocalHandle` is `!Send` because its `Local` uses `Cell`s
-    // that must not be touched by two threads at once. `ThreadLocal` hands
-    // each entry only to the thread that created it, or, after that thread
-    // has exited, to one new thread reusing its slot: never concurrently.
-    // The entries are dropped together with the `ThreadLocal`, which happens
-    // in the store's `Drop`, when no operation (hence no `Guard`) is live.
-    #[cfg(not(feature = "asymmetric-epoch"))]
-    unsafe impl Send for Local {}
-    // SAFETY: other threads reach an entry only through `for_each`, which
-    // lends them the counts alone (atomics); the handle is used only by the
-    // thread the entry belongs to (see the `Send` impl).
-    #[cfg(not(feature = "asymmetric-epoch"))]
-    unsafe impl Sync for Local {}
+        /// A thread's handle and its counts. `ThreadLocal` keeps its values side by
+        /// side in one array, so without the alignment two threads' entries
+        /// would share a cache line, and each pin and count would take the line
+        /// from the other core (at 16 threads a replay took 1.5 to 1.7 times as
+        /// long; BENCHMARKS.md). 128 bytes: a line and the neighbour the
+        /// prefetcher pairs with it, as in `table::Padded`.
+        #[repr(align(128))]
+        struct Local {
+            handle: crossbeam_epoch::LocalHandle,
+            counts: Counts,
+        }
 
-    #[cfg(not(feature = "asymmetric-epoch"))]
-    impl Epoch {
-        pub(crate) fn new() -> Self {
-            Epoch {
-                locals: thread_local::ThreadLocal::new(),
-                collector: super::Collector::new(),
+        // SAFETY: a `LocalHandle` is `!Send` because its `Local` uses `Cell`s
+        // that must not be touched by two threads at once. `ThreadLocal` hands
+        // each entry only to the thread that created it, or, after that thread
+        // has exited, to one new thread reusing its slot: never concurrently.
+        // The entries are dropped together with the `ThreadLocal`, which happens
+        // in the store's `Drop`, when no operation (hence no `Guard`) is live.
+        unsafe impl Send for Local {}
+        // SAFETY: other threads reach an entry only through `for_each`, which
+        // lends them the counts alone (atomics); the handle is used only by the
+        // thread the entry belongs to (see the `Send` impl).
+        unsafe impl Sync for Local {}
+
+        impl Epoch {
+            pub(crate) fn new() -> Self {
+                Epoch {
+                    locals: thread_local::ThreadLocal::new(),
+                    collector: crate::sync::Collector::new(),
+                }
+            }
+
+            #[inline]
+            fn local(&self) -> &Local {
+                match self.locals.get() {
+                    Some(local) => local,
+                    None => self.register(),
+                }
+            }
+
+            /// A thread's first operation on the store. Out of line, so the
+            /// aligned entry built here costs the hot path no stack
+            /// realignment.
+            #[cold]
+            #[inline(never)]
+            fn register(&self) -> &Local {
+                self.locals.get_or(|| Local {
+                    handle: self.collector.register(),
+                    counts: Counts::default(),
+                })
+            }
+
+            #[inline]
+            pub(crate) fn pin(&self) -> crate::sync::Guard {
+                self.local().handle.pin()
+            }
+
+            /// A pin and this thread's counts, from one lookup.
+            #[inline]
+            pub(crate) fn pin_counting(&self) -> (crate::sync::Guard, &Counts) {
+                let local = self.local();
+                (local.handle.pin(), &local.counts)
+            }
+
+            /// This thread's counts.
+            pub(crate) fn counts(&self) -> &Counts {
+                &self.local().counts
+            }
+
+            /// Lends every thread's counts, one after another.
+            pub(crate) fn for_each(&self, mut f: impl FnMut(&Counts)) {
+                self.locals.iter().for_each(|local| f(&local.counts));
             }
         }
 
-        #[inline]
-        fn local(&self) -> &Local {
-            match self.locals.get() {
-                Some(local) => local,
-                None => self.register(),
+        #[cfg(test)]
+        mod tests {
+            use super::*;
+
+            #[test]
+            fn each_threads_entry_has_its_own_lines() {
+                // `ThreadLocal` lays its entries out as `(present flag, value)`
+                // back to back, so only the entry's alignment keeps one
+                // thread's handle and counts off its neighbours' lines.
+                assert_eq!(std::mem::align_of::<Local>(), 128);
+                assert_eq!(std::mem::size_of::<Local>(), 128);
             }
-        }
-
-        /// A thread's first operation on the store. Out of line, so the
-        /// aligned entry built here costs the hot path no stack
-        /// realignment.
-        #[cold]
-        #[inline(never)]
-        fn register(&self) -> &Local {
-            self.locals.get_or(|| Local {
-                handle: self.collector.register(),
-                counts: Counts::default(),
-            })
-        }
-
-        #[inline]
-        pub(crate) fn pin(&self) -> super::Guard {
-            self.local().handle.pin()
-        }
-
-        /// A pin and this thread's counts, from one lookup.
-        #[inline]
-        pub(crate) fn pin_counting(&self) -> (super::Guard, &Counts) {
-            let local = self.local();
-            (local.handle.pin(), &local.counts)
-        }
-
-        /// This thread's counts.
-        pub(crate) fn counts(&self) -> &Counts {
-            &self.local().counts
-        }
-
-        /// Lends every thread's counts, one after another.
-        pub(crate) fn for_each(&self, mut f: impl FnMut(&Counts)) {
-            self.locals.iter().for_each(|local| f(&local.counts));
-        }
-    }
-
-    #[cfg(not(feature = "asymmetric-epoch"))]
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn each_threads_entry_has_its_own_lines() {
-            // `ThreadLocal` lays its entries out as `(present flag, value)`
-            // back to back, so only the entry's alignment keeps one
-            // thread's handle and counts off its neighbours' lines.
-            assert_eq!(std::mem::align_of::<Local>(), 128);
-            assert_eq!(std::mem::size_of::<Local>(), 128);
         }
     }
 }
@@ -215,13 +215,6 @@ mod imp {
     pub(crate) use loom::sync::atomic::{fence, AtomicU64, AtomicU8, AtomicUsize, Ordering};
     pub(crate) use loom::sync::Arc;
     pub(crate) use loom::thread::{current as current_thread, park, Thread};
-
-    #[cfg(not(feature = "asymmetric-epoch"))]
-    use crate::stats::Counts;
-    #[cfg(not(feature = "asymmetric-epoch"))]
-    use crossbeam_epoch::LocalHandle;
-    #[cfg(not(feature = "asymmetric-epoch"))]
-    use loom::thread::ThreadId;
 
     /// loom never fires timeouts: a timed park is a plain park in a model.
     pub(crate) fn park_timeout(_: std::time::Duration) {
@@ -243,94 +236,101 @@ mod imp {
         }
     }
 
-    /// Under loom every modelled thread runs on one OS thread, so handles
-    /// cannot be cached per OS thread; they are cached per modelled thread
-    /// instead. Registering afresh on every pin would also be correct, but
-    /// each registration and its first pin's collection add dozens of
-    /// atomic operations, which multiplies loom's state space beyond what
-    /// the models can explore. As in the normal build, garbage then reaches
-    /// the global queue when a handle's bag fills, on `Guard::flush` (each
-    /// sweep step) and when the store drops.
     #[cfg(not(feature = "asymmetric-epoch"))]
-    pub(crate) struct Epoch {
-        // Declared first so the handles drop before the collector (see the
-        // normal build's `Epoch`). Boxed so an entry stays put when the
-        // `Vec` grows. A `std` mutex, not a modelled one: it guards only
-        // this cache, is never held across a modelled operation (so no
-        // modelled thread can block on it), and orders nothing the models
-        // check.
-        locals: std::sync::Mutex<Entries>,
-        collector: super::Collector,
-    }
+    pub(crate) use collector::Epoch;
 
-    /// Each modelled thread's handle and counts, by thread.
+    /// crossbeam-epoch's collector, with each modelled thread's handle.
     #[cfg(not(feature = "asymmetric-epoch"))]
-    type Entries = Vec<(ThreadId, Box<(LocalHandle, Counts)>)>;
+    mod collector {
+        use super::*;
+        use crate::stats::Counts;
+        use crossbeam_epoch::LocalHandle;
+        use loom::thread::ThreadId;
 
-    // SAFETY: a `LocalHandle` is `!Send + !Sync` because its `Local` must
-    // not be used by two threads at once. `pin` hands each handle only to
-    // the modelled thread that registered it; other threads see only the
-    // counts (`for_each`). The handles are dropped with the `Epoch`, in the
-    // store's `Drop`, when no operation (hence no `Guard`) is live.
-    #[cfg(not(feature = "asymmetric-epoch"))]
-    unsafe impl Send for Epoch {}
-    // SAFETY: as above.
-    #[cfg(not(feature = "asymmetric-epoch"))]
-    unsafe impl Sync for Epoch {}
+        /// Under loom every modelled thread runs on one OS thread, so handles
+        /// cannot be cached per OS thread; they are cached per modelled thread
+        /// instead. Registering afresh on every pin would also be correct, but
+        /// each registration and its first pin's collection add dozens of
+        /// atomic operations, which multiplies loom's state space beyond what
+        /// the models can explore. As in the normal build, garbage then reaches
+        /// the global queue when a handle's bag fills, on `Guard::flush` (every 16
+        /// sweep steps) and when the store drops.
+        pub(crate) struct Epoch {
+            // Declared first so the handles drop before the collector (see the
+            // normal build's `Epoch`). Boxed so an entry stays put when the
+            // `Vec` grows. A `std` mutex, not a modelled one: it guards only
+            // this cache, is never held across a modelled operation (so no
+            // modelled thread can block on it), and orders nothing the models
+            // check.
+            locals: std::sync::Mutex<Entries>,
+            collector: crate::sync::Collector,
+        }
 
-    #[cfg(not(feature = "asymmetric-epoch"))]
-    impl Epoch {
-        pub(crate) fn new() -> Self {
-            Epoch {
-                locals: std::sync::Mutex::new(Vec::new()),
-                collector: super::Collector::new(),
+        /// Each modelled thread's handle and counts, by thread.
+        type Entries = Vec<(ThreadId, Box<(LocalHandle, Counts)>)>;
+
+        // SAFETY: a `LocalHandle` is `!Send + !Sync` because its `Local` must
+        // not be used by two threads at once. `pin` hands each handle only to
+        // the modelled thread that registered it; other threads see only the
+        // counts (`for_each`). The handles are dropped with the `Epoch`, in the
+        // store's `Drop`, when no operation (hence no `Guard`) is live.
+        unsafe impl Send for Epoch {}
+        // SAFETY: as above.
+        unsafe impl Sync for Epoch {}
+
+        impl Epoch {
+            pub(crate) fn new() -> Self {
+                Epoch {
+                    locals: std::sync::Mutex::new(Vec::new()),
+                    collector: crate::sync::Collector::new(),
+                }
             }
-        }
 
-        fn local(&self) -> &(LocalHandle, Counts) {
-            let me = current_thread().id();
-            let cached = self.cached(me);
-            let local = cached.unwrap_or_else(|| {
-                // Registering is a modelled operation: do it unlocked.
-                let local = Box::new((self.collector.register(), Counts::default()));
-                let ptr: *const (LocalHandle, Counts) = &*local;
-                self.lock().push((me, local));
-                ptr
-            });
-            // SAFETY: the entry is boxed, so its address is stable, and it
-            // lives until the `Epoch` drops, which outlasts every operation;
-            // only this modelled thread uses its handle (see the `Send`
-            // impl).
-            unsafe { &*local }
-        }
+            fn local(&self) -> &(LocalHandle, Counts) {
+                let me = current_thread().id();
+                let cached = self.cached(me);
+                let local = cached.unwrap_or_else(|| {
+                    // Registering is a modelled operation: do it unlocked.
+                    let local = Box::new((self.collector.register(), Counts::default()));
+                    let ptr: *const (LocalHandle, Counts) = &*local;
+                    self.lock().push((me, local));
+                    ptr
+                });
+                // SAFETY: the entry is boxed, so its address is stable, and it
+                // lives until the `Epoch` drops, which outlasts every operation;
+                // only this modelled thread uses its handle (see the `Send`
+                // impl).
+                unsafe { &*local }
+            }
 
-        pub(crate) fn pin(&self) -> super::Guard {
-            self.local().0.pin()
-        }
+            pub(crate) fn pin(&self) -> crate::sync::Guard {
+                self.local().0.pin()
+            }
 
-        pub(crate) fn pin_counting(&self) -> (super::Guard, &Counts) {
-            let (handle, counts) = self.local();
-            (handle.pin(), counts)
-        }
+            pub(crate) fn pin_counting(&self) -> (crate::sync::Guard, &Counts) {
+                let (handle, counts) = self.local();
+                (handle.pin(), counts)
+            }
 
-        pub(crate) fn counts(&self) -> &Counts {
-            &self.local().1
-        }
+            pub(crate) fn counts(&self) -> &Counts {
+                &self.local().1
+            }
 
-        pub(crate) fn for_each(&self, mut f: impl FnMut(&Counts)) {
-            self.lock().iter().for_each(|(_, local)| f(&local.1));
-        }
+            pub(crate) fn for_each(&self, mut f: impl FnMut(&Counts)) {
+                self.lock().iter().for_each(|(_, local)| f(&local.1));
+            }
 
-        fn cached(&self, me: ThreadId) -> Option<*const (LocalHandle, Counts)> {
-            let locals = self.lock();
-            let found = locals.iter().find(|(id, _)| *id == me);
-            found.map(|(_, local)| &**local as *const _)
-        }
+            fn cached(&self, me: ThreadId) -> Option<*const (LocalHandle, Counts)> {
+                let locals = self.lock();
+                let found = locals.iter().find(|(id, _)| *id == me);
+                found.map(|(_, local)| &**local as *const _)
+            }
 
-        fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-            self.locals
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
+            fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+                self.locals
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+            }
         }
     }
 }
