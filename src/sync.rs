@@ -266,8 +266,15 @@ mod imp {
             collector: crate::sync::Collector,
         }
 
-        /// Each modelled thread's handle and counts, by thread.
-        type Entries = Vec<(ThreadId, Box<(LocalHandle, Counts)>)>;
+        /// A modelled thread's handle and its counts, as in the normal build
+        /// (without its alignment, which loom has no use for).
+        struct Local {
+            handle: LocalHandle,
+            counts: Counts,
+        }
+
+        /// Each modelled thread's entry, by thread.
+        type Entries = Vec<(ThreadId, Box<Local>)>;
 
         // SAFETY: a `LocalHandle` is `!Send + !Sync` because its `Local` must
         // not be used by two threads at once. `pin` hands each handle only to
@@ -286,13 +293,16 @@ mod imp {
                 }
             }
 
-            fn local(&self) -> &(LocalHandle, Counts) {
+            fn local(&self) -> &Local {
                 let me = current_thread().id();
                 let cached = self.cached(me);
                 let local = cached.unwrap_or_else(|| {
                     // Registering is a modelled operation: do it unlocked.
-                    let local = Box::new((self.collector.register(), Counts::default()));
-                    let ptr: *const (LocalHandle, Counts) = &*local;
+                    let local = Box::new(Local {
+                        handle: self.collector.register(),
+                        counts: Counts::default(),
+                    });
+                    let ptr: *const Local = &*local;
                     self.lock().push((me, local));
                     ptr
                 });
@@ -304,23 +314,23 @@ mod imp {
             }
 
             pub(crate) fn pin(&self) -> crate::sync::Guard {
-                self.local().0.pin()
+                self.local().handle.pin()
             }
 
             pub(crate) fn pin_counting(&self) -> (crate::sync::Guard, &Counts) {
-                let (handle, counts) = self.local();
-                (handle.pin(), counts)
+                let local = self.local();
+                (local.handle.pin(), &local.counts)
             }
 
             pub(crate) fn counts(&self) -> &Counts {
-                &self.local().1
+                &self.local().counts
             }
 
             pub(crate) fn for_each(&self, mut f: impl FnMut(&Counts)) {
-                self.lock().iter().for_each(|(_, local)| f(&local.1));
+                self.lock().iter().for_each(|(_, local)| f(&local.counts));
             }
 
-            fn cached(&self, me: ThreadId) -> Option<*const (LocalHandle, Counts)> {
+            fn cached(&self, me: ThreadId) -> Option<*const Local> {
                 let locals = self.lock();
                 let found = locals.iter().find(|(id, _)| *id == me);
                 found.map(|(_, local)| &**local as *const _)
