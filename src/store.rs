@@ -15,7 +15,7 @@ use crate::error::{ClaimError, ExecuteError, WaitError};
 use crate::fingerprint::Fingerprint;
 use crate::stats::{Counts, Event, Stats};
 use crate::sync::{Arc, Guard};
-use crate::table::{Claimed, Joined, Lookup, Table};
+use crate::table::{Claimed, Joined, Lookup, Miss, Table};
 use crate::wait::WaitFuture;
 
 /// Buckets a sweep visits per shard-lock hold (rule 13: bounded steps).
@@ -288,10 +288,13 @@ where
         // One pin serves the lookup and the claim after it; the same lookup
         // finds this thread's counts.
         let (guard, counts) = table.pin_counting();
-        // Without a fingerprint to compare, the read is `get`'s.
+        // Without a fingerprint to compare, the read is `get`'s. A miss is
+        // provisional: the locked half decides it.
         let completed = match fingerprint {
-            None => table.get(hash, key, now, &guard).map(|value| (value, true)),
-            Some(_) => match table.lookup(hash, key, now, fingerprint, &guard) {
+            None => table
+                .get(hash, key, now, Miss::Provisional, &guard)
+                .map(|value| (value, true)),
+            Some(_) => match table.lookup(hash, key, now, fingerprint, Miss::Provisional, &guard) {
                 Lookup::Completed(value, agree) => Some((value, agree)),
                 Lookup::Absent | Lookup::InFlight => None,
             },
@@ -542,7 +545,7 @@ where
         let table = &self.inner.table;
         let hash = table.hash(key);
         let now = self.now();
-        match table.lookup(hash, key, now, None, &table.pin()) {
+        match table.lookup(hash, key, now, None, Miss::Confirmed, &table.pin()) {
             Lookup::Absent => Joined::Absent,
             Lookup::Completed(value, _) => Joined::Completed(value),
             Lookup::InFlight => table.join(hash, key, now),
@@ -798,7 +801,10 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let store = self.store;
-        store.inner.table.get(hash, key, store.now(), &self.guard)
+        store
+            .inner
+            .table
+            .get(hash, key, store.now(), Miss::Confirmed, &self.guard)
     }
 }
 

@@ -597,6 +597,38 @@ fn get_racing_resize_never_misses_a_present_key() {
     });
 }
 
+/// A claim's lock-free first look trusts its miss without the resize
+/// check (`Miss::Provisional`): a walk led off its chain by `grow` sends the
+/// claim to the lock, and the locked claim must find the present key there.
+/// Were a provisional miss final, or the locked half to trust it, the claim
+/// would own a completed key and run its operation a second time (rule 1).
+#[test]
+fn claim_racing_resize_finds_the_present_key() {
+    let (present, newcomer) = keys_that_part_on_growth();
+    loom::model(move || {
+        let store = chain_store(&ManualClock::new(), 1);
+        let Ok(Claim::Owner(ticket)) = store.claim(present) else {
+            panic!("owner")
+        };
+        ticket.complete(7).expect("complete");
+
+        let writer = {
+            let store = store.clone();
+            // The second entry doubles the shard's single bucket.
+            thread::spawn(move || match store.claim(newcomer) {
+                Ok(Claim::Owner(ticket)) => ticket.complete(8).expect("complete"),
+                _ => panic!("the newcomer is absent"),
+            })
+        };
+        match store.claim(present) {
+            Ok(Claim::Completed(value)) => assert_eq!(value, 7),
+            _ => panic!("a present key claimed again during a resize"),
+        }
+        writer.join().expect("writer");
+        assert_eq!(store.stats().claims, 2, "one claim per key");
+    });
+}
+
 /// 10. A lock-free read racing a sweep that rebuilds its chain's summary.
 /// Two keys in the one chain of a two-bucket shard, with different summary
 /// bits (hash bits 40 to 42, see `Buckets::may_hold`).

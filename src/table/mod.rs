@@ -17,7 +17,7 @@ use crate::stats::{self, Counts, Stats};
 use crate::store::Config;
 use crate::sync::{Arc, AtomicU64, Epoch, Guard, Mutex, Ordering};
 use shard::{buckets_for, Capacity, ClaimArgs, Common, Reclaim, Reclaimable, Shard, SweepPass};
-pub(crate) use shard::{Claimed, Joined, Lookup};
+pub(crate) use shard::{Claimed, Joined, Lookup, Miss};
 
 /// Buckets each shard starts with.
 const INITIAL_BUCKETS: usize = 16;
@@ -138,23 +138,32 @@ where
         key: &Q,
         now: u64,
         fingerprint: Option<Fingerprint>,
+        miss: Miss,
         guard: &Guard,
     ) -> Lookup<V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.shard(hash).lookup(hash, key, now, fingerprint, guard)
+        self.shard(hash)
+            .lookup(hash, key, now, fingerprint, miss, guard)
     }
 
     /// Lock-free: `key`'s completed value at `now`, if any.
     #[inline]
-    pub(crate) fn get<Q>(&self, hash: u64, key: &Q, now: u64, guard: &Guard) -> Option<V>
+    pub(crate) fn get<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        now: u64,
+        miss: Miss,
+        guard: &Guard,
+    ) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.shard(hash).get(hash, key, now, guard)
+        self.shard(hash).get(hash, key, now, miss, guard)
     }
 
     /// [`get`](Self::get) under a pin of its own, with the shard chosen
@@ -170,7 +179,7 @@ where
         // Before the pin, so that the bucket's cache miss overlaps the pin's
         // fenced write instead of waiting for it.
         shard.prefetch_bucket(hash);
-        shard.get(hash, key, now, &self.pin())
+        shard.get(hash, key, now, Miss::Confirmed, &self.pin())
     }
 
     /// Starts loading `hash`'s summary byte and chain head, without a pin;

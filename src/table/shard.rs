@@ -21,8 +21,10 @@
 //!   reader finds is the live one. A reader walking an old chain during a
 //!   resize can be led off it and miss a key that is there: a miss counts
 //!   only if `resizes` was even and unchanged across the walk (a seqlock
-//!   check); otherwise it is confirmed under the lock. Writers always work on
-//!   the current array under the lock.
+//!   check); otherwise it is confirmed under the lock. A claim's lock-free
+//!   first look skips the check: its miss only sends it on to the locked
+//!   claim, which searches again (`Miss::Provisional`). Writers always work
+//!   on the current array under the lock.
 //! * A sweep walks a shard in passes of bounded lock holds. The writer state
 //!   keeps a floor under every deadline in the shard (lowered by each
 //!   deadline written, set by a pass that saw the whole shard), and a pass
@@ -129,7 +131,7 @@ impl<K, V> Buckets<K, V> {
 
     /// Rebuilds the summary of bucket `index` from its chain. Shard lock
     /// only.
-    fn resummarise(&self, index: usize, rehash: Rehash<'_, K>, guard: &Guard) {
+    fn resummarise(&self, index: usize, rehash: &impl Fn(&K) -> u64, guard: &Guard) {
         let mut summary = 0;
         let mut current = self.slots[index].load(Ordering::Acquire, guard);
         // SAFETY: as in `Shard::find`; under the lock no node here is freed.
@@ -278,6 +280,21 @@ pub(crate) enum Lookup<V> {
     /// The value, and whether the stored fingerprint agrees with the one
     /// the lookup was given (see [`fingerprints_agree`]).
     Completed(V, bool),
+}
+
+/// How far a lock-free read trusts a miss. A walk that overlaps a resize can
+/// be led off its chain and miss a key that is there (see `grow`).
+#[derive(Clone, Copy)]
+pub(crate) enum Miss {
+    /// Checked against resizes, and confirmed under the lock if one
+    /// overlapped the walk: for a read whose miss is its answer (`get`,
+    /// `get_or_wait`).
+    Confirmed,
+    /// Taken as the walk found it: for a claim's lock-free first look, whose
+    /// miss only sends it on to the locked claim. That claim searches the
+    /// current array under the lock, so it finds a key the walk missed and
+    /// replays or joins it (loom model `claim_racing_resize_finds_the_present_key`).
+    Provisional,
 }
 
 /// What a key holds, read under the lock; an in-flight key's flight joined.
@@ -451,9 +468,6 @@ type Orphan<V> = (Arc<Flight<V>>, Result<V, WaitError>);
 type Link<'g, K, V> = &'g Atomic<Node<K, V>>;
 type NodePtr<'g, K, V> = Shared<'g, Node<K, V>>;
 
-/// The store's hash function, for a resize to place nodes by.
-pub(crate) type Rehash<'a, K> = &'a dyn Fn(&K) -> u64;
-
 impl<V: Clone> Drop for Orphans<V> {
     // Nearly always empty, so the check is inlined into every claim and
     // completion and the rest is out of line: a call to drop an empty list,
@@ -558,13 +572,14 @@ where
         key: &Q,
         now: u64,
         fingerprint: Option<Fingerprint>,
+        miss: Miss,
         guard: &Guard,
     ) -> Lookup<V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        match self.find_settled(hash, key, guard) {
+        match self.find_settled(hash, key, miss, guard) {
             None => Lookup::Absent,
             Some(node) => match node.view(now) {
                 View::Expired => Lookup::Absent,
@@ -584,25 +599,41 @@ where
     /// caller, as its share of the instructions decides how many reads the
     /// CPU overlaps.
     #[inline]
-    pub(crate) fn get<Q>(&self, hash: u64, key: &Q, now: u64, guard: &Guard) -> Option<V>
+    pub(crate) fn get<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        now: u64,
+        miss: Miss,
+        guard: &Guard,
+    ) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        match self.find_settled(hash, key, guard)?.view(now) {
+        match self.find_settled(hash, key, miss, guard)?.view(now) {
             View::Completed(value) => Some(value.clone()),
             View::Expired | View::InFlight => None,
         }
     }
 
-    /// Lock-free: `key`'s node in the current array, a miss confirmed
-    /// against resizes.
+    /// Lock-free: `key`'s node in the current array, a miss trusted as far
+    /// as `miss` says.
     #[inline]
-    fn find_settled<'g, Q>(&self, hash: u64, key: &Q, guard: &'g Guard) -> Option<&'g Node<K, V>>
+    fn find_settled<'g, Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        miss: Miss,
+        guard: &'g Guard,
+    ) -> Option<&'g Node<K, V>>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
+        if let Miss::Provisional = miss {
+            return self.find(hash, key, guard);
+        }
         // Acquire pairs with the Release that ends a resize in `grow`.
         let resizes = self.resizes.load(Ordering::Acquire);
         match self.find(hash, key, guard) {
@@ -753,7 +784,7 @@ where
         writer: &mut Writer<V>,
         hash: u64,
         node: Node<K, V>,
-        rehash: Rehash<'_, K>,
+        rehash: &impl Fn(&K) -> u64,
         guard: &Guard,
     ) {
         let deadline = node.deadline();
@@ -777,12 +808,15 @@ where
     /// Doubles the bucket array, moving every node into it. Shard lock only.
     ///
     /// Nodes are relinked in place, not copied, so nothing is allocated or
-    /// freed per entry; nodes do not store their hash, so `rehash` recomputes
-    /// it. A reader walking an old chain meanwhile may be led
+    /// freed per entry; nodes do not store their hash, so `rehash`, the
+    /// store's hash function, recomputes it. It is a type parameter rather
+    /// than a `dyn Fn` so that the hash inlines into this loop: a `u64` key's
+    /// relink cost 15 instructions more through a `dyn` call. A reader walking
+    /// an old chain meanwhile may be led
     /// off it and miss a key that is there; the odd `resizes` count tells it
     /// to confirm a miss under the lock (see `lookup`). It can never find a
     /// wrong key, and nodes stay valid: none is freed here.
-    fn grow(&self, rehash: Rehash<'_, K>, guard: &Guard) {
+    fn grow(&self, rehash: &impl Fn(&K) -> u64, guard: &Guard) {
         let old = self.buckets.load(Ordering::Acquire, guard);
         // SAFETY: as in `find_link`.
         let old_ref = unsafe { old.deref() };
@@ -833,7 +867,7 @@ where
         key: K,
         args: ClaimArgs,
         common: &Common,
-        rehash: Rehash<'_, K>,
+        rehash: &impl Fn(&K) -> u64,
         guard: &Guard,
     ) -> Result<Claimed<V>, ClaimError> {
         let ClaimArgs {
@@ -1076,7 +1110,7 @@ where
         pass: &mut SweepPass,
         common: &Common,
         reclaim: &Reclaim<K, V>,
-        rehash: Rehash<'_, K>,
+        rehash: &impl Fn(&K) -> u64,
         guard: &Guard,
     ) -> (usize, bool) {
         let mut orphans = Orphans(Vec::new());
