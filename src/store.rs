@@ -292,7 +292,7 @@ where
         // provisional: the locked half decides it.
         let completed = match fingerprint {
             None => table
-                .get(hash, key, now, Miss::Provisional, &guard)
+                .peek(hash, key, now, &guard)
                 .map(|value| (value, true)),
             Some(_) => match table.lookup(hash, key, now, fingerprint, Miss::Provisional, &guard) {
                 Lookup::Completed(value, agree) => Some((value, agree)),
@@ -801,10 +801,7 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let store = self.store;
-        store
-            .inner
-            .table
-            .get(hash, key, store.now(), Miss::Confirmed, &self.guard)
+        store.inner.table.get(hash, key, store.now(), &self.guard)
     }
 }
 

@@ -563,6 +563,28 @@ fn keys_that_part_on_growth() -> (u64, u64) {
     (present, newcomer)
 }
 
+/// A one-bucket store whose `present` key holds 7, and a thread claiming
+/// `newcomer` (and completing it with 8): the second entry, which doubles
+/// the shard's single bucket while the model's own thread reads `present`.
+fn present_key_and_a_growing_claim(
+    present: u64,
+    newcomer: u64,
+) -> (Store<u64, u64, FixedHasher>, thread::JoinHandle<()>) {
+    let store = chain_store(&ManualClock::new(), 1);
+    let Ok(Claim::Owner(ticket)) = store.claim(present) else {
+        panic!("owner")
+    };
+    ticket.complete(7).expect("complete");
+    let writer = {
+        let store = store.clone();
+        thread::spawn(move || match store.claim(newcomer) {
+            Ok(Claim::Owner(ticket)) => ticket.complete(8).expect("complete"),
+            _ => panic!("the newcomer is absent"),
+        })
+    };
+    (store, writer)
+}
+
 /// `grow` relinks nodes while a reader may walk the old chain: the reader
 /// can be led off it and miss a key that is there. Without the resize count
 /// check in `lookup` (a miss trusted while `resizes` moved), `get` returns
@@ -572,20 +594,7 @@ fn keys_that_part_on_growth() -> (u64, u64) {
 fn get_racing_resize_never_misses_a_present_key() {
     let (present, newcomer) = keys_that_part_on_growth();
     loom::model(move || {
-        let store = chain_store(&ManualClock::new(), 1);
-        let Ok(Claim::Owner(ticket)) = store.claim(present) else {
-            panic!("owner")
-        };
-        ticket.complete(7).expect("complete");
-
-        let writer = {
-            let store = store.clone();
-            // The second entry doubles the shard's single bucket.
-            thread::spawn(move || match store.claim(newcomer) {
-                Ok(Claim::Owner(ticket)) => ticket.complete(8).expect("complete"),
-                _ => panic!("the newcomer is absent"),
-            })
-        };
+        let (store, writer) = present_key_and_a_growing_claim(present, newcomer);
         assert_eq!(
             store.get(&present),
             Some(7),
@@ -606,20 +615,7 @@ fn get_racing_resize_never_misses_a_present_key() {
 fn claim_racing_resize_finds_the_present_key() {
     let (present, newcomer) = keys_that_part_on_growth();
     loom::model(move || {
-        let store = chain_store(&ManualClock::new(), 1);
-        let Ok(Claim::Owner(ticket)) = store.claim(present) else {
-            panic!("owner")
-        };
-        ticket.complete(7).expect("complete");
-
-        let writer = {
-            let store = store.clone();
-            // The second entry doubles the shard's single bucket.
-            thread::spawn(move || match store.claim(newcomer) {
-                Ok(Claim::Owner(ticket)) => ticket.complete(8).expect("complete"),
-                _ => panic!("the newcomer is absent"),
-            })
-        };
+        let (store, writer) = present_key_and_a_growing_claim(present, newcomer);
         match store.claim(present) {
             Ok(Claim::Completed(value)) => assert_eq!(value, 7),
             _ => panic!("a present key claimed again during a resize"),

@@ -151,19 +151,20 @@ where
 
     /// Lock-free: `key`'s completed value at `now`, if any.
     #[inline]
-    pub(crate) fn get<Q>(
-        &self,
-        hash: u64,
-        key: &Q,
-        now: u64,
-        miss: Miss,
-        guard: &Guard,
-    ) -> Option<V>
+    pub(crate) fn get<Q>(&self, hash: u64, key: &Q, now: u64, guard: &Guard) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.shard(hash).get(hash, key, now, miss, guard)
+        self.shard(hash).get(hash, key, now, Miss::Confirmed, guard)
+    }
+
+    /// [`get`](Self::get) for a claim's lock-free first look: a miss is
+    /// [`Miss::Provisional`], as the locked claim after it searches again.
+    #[inline]
+    pub(crate) fn peek(&self, hash: u64, key: &K, now: u64, guard: &Guard) -> Option<V> {
+        self.shard(hash)
+            .get(hash, key, now, Miss::Provisional, guard)
     }
 
     /// [`get`](Self::get) under a pin of its own, with the shard chosen
