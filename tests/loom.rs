@@ -551,7 +551,8 @@ fn chain_store(clock: &ManualClock, buckets: usize) -> Store<u64, u64, FixedHash
         .expect("config")
 }
 
-/// 9. A lock-free read racing a shard resize (`grow` relinking nodes).
+/// 9. A lock-free read, and a claim's lock-free first look, racing a shard
+/// resize (`grow` relinking nodes).
 /// Two keys that share the one bucket of a fresh shard and part when it
 /// grows to two, so relinking rewrites the pointer a reader follows.
 fn keys_that_part_on_growth() -> (u64, u64) {
@@ -587,7 +588,7 @@ fn present_key_and_a_growing_claim(
 
 /// `grow` relinks nodes while a reader may walk the old chain: the reader
 /// can be led off it and miss a key that is there. Without the resize count
-/// check in `lookup` (a miss trusted while `resizes` moved), `get` returns
+/// check in `find_settled` (a miss trusted while `resizes` moved), `get` returns
 /// `None` for a completed key here; with it, the miss is confirmed under the
 /// lock and the value is found.
 #[test]
@@ -621,7 +622,9 @@ fn claim_racing_resize_finds_the_present_key() {
             _ => panic!("a present key claimed again during a resize"),
         }
         writer.join().expect("writer");
-        assert_eq!(store.stats().claims, 2, "one claim per key");
+        let stats = store.stats();
+        assert_eq!(stats.claims, 2, "one claim per key");
+        assert_eq!(stats.replays, 1, "the present key's claim, once");
     });
 }
 

@@ -293,7 +293,8 @@ pub(crate) enum Miss {
     /// Taken as the walk found it: for a claim's lock-free first look, whose
     /// miss only sends it on to the locked claim. That claim searches the
     /// current array under the lock, so it finds a key the walk missed and
-    /// replays or joins it (loom model `claim_racing_resize_finds_the_present_key`).
+    /// decides on it as on any key it finds (loom model
+    /// `claim_racing_resize_finds_the_present_key`).
     Provisional,
 }
 
@@ -814,7 +815,7 @@ where
     /// relink cost 15 instructions more through a `dyn` call. A reader walking
     /// an old chain meanwhile may be led
     /// off it and miss a key that is there; the odd `resizes` count tells it
-    /// to confirm a miss under the lock (see `lookup`). It can never find a
+    /// to confirm a miss under the lock (see `find_settled`). It can never find a
     /// wrong key, and nodes stay valid: none is freed here.
     fn grow(&self, rehash: &impl Fn(&K) -> u64, guard: &Guard) {
         let old = self.buckets.load(Ordering::Acquire, guard);
@@ -824,7 +825,7 @@ where
         // Relaxed load: only lock holders write `resizes`.
         let resizes = self.resizes.load(Ordering::Relaxed);
         self.resizes.store(resizes + 1, Ordering::Relaxed);
-        // Release fence pairs with the Acquire fence in `lookup`: a reader
+        // Release fence pairs with the Acquire fence in `confirm_miss`: a reader
         // that sees any relinked pointer below also sees the odd count.
         fence(Ordering::Release);
         for (index, head) in old_ref.slots.iter().enumerate() {
@@ -846,7 +847,7 @@ where
         self.hint.point_at(&grown);
         // Release pairs with the Acquire in `find`: the chains are complete.
         self.buckets.store(Owned::new(grown), Ordering::Release);
-        // Release pairs with the Acquire in `lookup`: a reader that sees the
+        // Release pairs with the Acquire in `find_settled`: a reader that sees the
         // even count sees the new array.
         self.resizes.store(resizes + 2, Ordering::Release);
         // SAFETY: the old array was just replaced; readers still in it are
