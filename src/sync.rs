@@ -125,9 +125,9 @@ mod imp {
         /// long; BENCHMARKS.md). 128 bytes: a line and the neighbour the
         /// prefetcher pairs with it, as in `table::Padded`.
         #[repr(align(128))]
-        struct Local {
-            handle: crossbeam_epoch::LocalHandle,
-            counts: Counts,
+        pub(in crate::sync) struct Local {
+            pub(in crate::sync) handle: crossbeam_epoch::LocalHandle,
+            pub(in crate::sync) counts: Counts,
         }
 
         // SAFETY: a `LocalHandle` is `!Send` because its `Local` uses `Cell`s
@@ -150,8 +150,9 @@ mod imp {
                 }
             }
 
+            /// This thread's entry, registered on first use.
             #[inline]
-            fn local(&self) -> &Local {
+            pub(in crate::sync) fn local(&self) -> &Local {
                 match self.locals.get() {
                     Some(local) => local,
                     None => self.register(),
@@ -168,23 +169,6 @@ mod imp {
                     handle: self.collector.register(),
                     counts: Counts::default(),
                 })
-            }
-
-            #[inline]
-            pub(crate) fn pin(&self) -> crate::sync::Guard {
-                self.local().handle.pin()
-            }
-
-            /// A pin and this thread's counts, from one lookup.
-            #[inline]
-            pub(crate) fn pin_counting(&self) -> (crate::sync::Guard, &Counts) {
-                let local = self.local();
-                (local.handle.pin(), &local.counts)
-            }
-
-            /// This thread's counts.
-            pub(crate) fn counts(&self) -> &Counts {
-                &self.local().counts
             }
 
             /// Lends every thread's counts, one after another.
@@ -268,9 +252,9 @@ mod imp {
 
         /// A modelled thread's handle and its counts, as in the normal build
         /// (without its alignment, which loom has no use for).
-        struct Local {
-            handle: LocalHandle,
-            counts: Counts,
+        pub(in crate::sync) struct Local {
+            pub(in crate::sync) handle: LocalHandle,
+            pub(in crate::sync) counts: Counts,
         }
 
         /// Each modelled thread's entry, by thread.
@@ -293,7 +277,8 @@ mod imp {
                 }
             }
 
-            fn local(&self) -> &Local {
+            /// This modelled thread's entry, registered on first use.
+            pub(in crate::sync) fn local(&self) -> &Local {
                 let me = current_thread().id();
                 let cached = self.cached(me);
                 let local = cached.unwrap_or_else(|| {
@@ -311,19 +296,6 @@ mod imp {
                 // only this modelled thread uses its handle (see the `Send`
                 // impl).
                 unsafe { &*local }
-            }
-
-            pub(crate) fn pin(&self) -> crate::sync::Guard {
-                self.local().handle.pin()
-            }
-
-            pub(crate) fn pin_counting(&self) -> (crate::sync::Guard, &Counts) {
-                let local = self.local();
-                (local.handle.pin(), &local.counts)
-            }
-
-            pub(crate) fn counts(&self) -> &Counts {
-                &self.local().counts
             }
 
             pub(crate) fn for_each(&self, mut f: impl FnMut(&Counts)) {
@@ -346,3 +318,26 @@ mod imp {
 }
 
 pub(crate) use imp::*;
+
+/// What both builds' crossbeam-epoch `Epoch` offer over the entry `local()`
+/// finds for the calling thread: per OS thread normally, per modelled thread
+/// under loom, where one OS thread runs them all.
+#[cfg(not(feature = "asymmetric-epoch"))]
+impl Epoch {
+    #[inline]
+    pub(crate) fn pin(&self) -> Guard {
+        self.local().handle.pin()
+    }
+
+    /// A pin and this thread's counts, from one lookup.
+    #[inline]
+    pub(crate) fn pin_counting(&self) -> (Guard, &crate::stats::Counts) {
+        let local = self.local();
+        (local.handle.pin(), &local.counts)
+    }
+
+    /// This thread's counts.
+    pub(crate) fn counts(&self) -> &crate::stats::Counts {
+        &self.local().counts
+    }
+}
