@@ -181,6 +181,10 @@ impl StoreClock {
         self.cached.is_some()
     }
 
+    /// Inline across crates: every operation reads the time from generic
+    /// code, instantiated in the caller's crate, where a call to a plain
+    /// function stays a call.
+    #[inline]
     pub(crate) fn now(&self) -> u64 {
         match &self.cached {
             // Relaxed: the cached time orders nothing; `fetch_max` keeps it

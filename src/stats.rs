@@ -84,12 +84,16 @@ const EVENTS: usize = 8;
 pub(crate) struct Counts([Counter; EVENTS]);
 
 impl Counts {
+    /// Inline, as [`add`](Self::add).
+    #[inline]
     pub(crate) fn bump(&self, event: Event) {
         self.add(event, 1);
     }
 
     /// Counts `n` occurrences of `event`, and traces them with the
-    /// `tracing` feature (target `idemstore::store`, level TRACE).
+    /// `tracing` feature (target `idemstore::store`, level TRACE). Inline
+    /// across crates, for the generic operations that count.
+    #[inline]
     pub(crate) fn add(&self, event: Event, n: u64) {
         let slot = &self.0[event as usize];
         // A load and a store, not a read-modify-write: `Epoch` gives these

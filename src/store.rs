@@ -872,6 +872,8 @@ where
     }
 
     /// Completes with the operation's value, or abandons on its error.
+    /// Inline: left to itself, the compiler kept it out of `execute_missed`.
+    #[inline]
     fn finish<E>(mut self, result: Result<V, E>) -> Result<Outcome<V>, ExecuteError<E>> {
         match result {
             Ok(value) => {

@@ -247,7 +247,9 @@ impl Capacity {
 
     /// Takes a slot for a new entry, or fails if the store is full. The
     /// check and the increment are one atomic step, so concurrent claims on
-    /// different shards can never overshoot the bound.
+    /// different shards can never overshoot the bound. Inline across
+    /// crates, for the generic claim.
+    #[inline]
     fn reserve(&self) -> bool {
         let Some(Padded((len, max))) = &self.bounded else {
             return true;
