@@ -23,6 +23,12 @@
 //!   dashmap with the operation run between two lock holds (rule 2 of
 //!   SEMANTICS.md) instead of inside one. `IDEMSTORE_BENCH_ONLY` admits it
 //!   as `dashmap_two_phase`.
+//! * `paired`: `hit` and `replay` again, idemstore and one peer (dashmap,
+//!   quick_cache) timed back to back within every sample, in alternating
+//!   order. The summary
+//!   gives the median of the samples' ratios: a ratio of two times taken
+//!   a few milliseconds apart, where the rows above compare medians taken
+//!   minutes apart on a machine whose speed drifts between them.
 //!
 //! Each thread runs the measured number of operations; the time reported is
 //! the wall time until the last thread finishes, so it reads as nanoseconds
@@ -38,7 +44,7 @@ mod common;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{run_threads, splitmix, thread_counts, Cfg, Rng, Subject};
@@ -334,17 +340,23 @@ fn read_rows_with<L>(
             b.iter_custom(|iters| {
                 run_threads(threads, |tid| {
                     let local = local();
-                    let mut i = start_of(tid, keys.len());
-                    for _ in 0..iters {
-                        read(&local, keys[i]);
-                        i += 1;
-                        if i == keys.len() {
-                            i = 0;
-                        }
-                    }
+                    read_keys(keys, tid, iters, |k| read(&local, k));
                 })
             })
         });
+    }
+}
+
+/// Thread `tid`'s share of a read row: `iters` reads of `keys` in order,
+/// from the thread's own offset.
+fn read_keys(keys: &[u64], tid: usize, iters: u64, mut read: impl FnMut(u64)) {
+    let mut i = start_of(tid, keys.len());
+    for _ in 0..iters {
+        read(keys[i]);
+        i += 1;
+        if i == keys.len() {
+            i = 0;
+        }
     }
 }
 
@@ -494,6 +506,142 @@ fn mixed<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>) {
     }
 }
 
+// ------------------------------------------------------------------ paired
+
+/// Each `paired` row's ratios, idemstore's time over the peer's, one a
+/// sample, in the order the rows ran, for the summary.
+static PAIRED: Mutex<Vec<(String, Vec<f64>)>> = Mutex::new(Vec::new());
+
+/// Samples of fewer operations a thread are left out of the ratios:
+/// criterion's first warm-up samples run a handful, and then starting the
+/// threads is most of what they time.
+const PAIRED_MIN_OPS: u64 = 10_000;
+
+/// The `paired` rows: `hit` and `replay` with idemstore and a peer timed
+/// back to back in every sample. Both halves of a sample run under the
+/// same conditions, whatever the machine's other tenants do to it between
+/// rows, so the ratio of the two is steadier than a ratio of two rows'
+/// medians. Neither half has the cache to itself, as the other subject's
+/// half ran just before it: the times run higher than in `hit`'s and
+/// `replay`'s own rows.
+///
+/// `fresh` is not paired: there each half would allocate right after the
+/// other subject's half freed its own, which no `fresh` row does. A trial
+/// pairing put idemstore at 2.5x-3.3x dashmap at 1 thread in three runs
+/// whose `fresh` rows gave 1.5x-2.0x (BENCHMARKS.md, "What was done").
+fn paired(c: &mut Criterion, keys: &Arc<[u64]>) {
+    let mut g = c.benchmark_group("paired");
+    // Equal samples: each ratio weighs the same.
+    g.sampling_mode(SamplingMode::Flat);
+    if selected::<common::Idem>() {
+        let idem = prefilled::<common::Idem>(keys);
+        paired_reads::<common::Dash>(&mut g, keys, &idem);
+        paired_reads::<common::Quick>(&mut g, keys, &idem);
+    }
+    g.finish();
+}
+
+/// `paired/hit_P` and `paired/replay_P`, on the keys of `hit`.
+fn paired_reads<P: Subject>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    keys: &Arc<[u64]>,
+    idem: &common::Idem,
+) {
+    if !selected::<P>() {
+        return;
+    }
+    let peer = prefilled::<P>(keys);
+    for (workload, replay) in [("hit", false), ("replay", true)] {
+        paired_rows(
+            g,
+            workload,
+            P::NAME,
+            |threads, iters| timed_reads(idem, keys, replay, threads, iters),
+            |threads, iters| timed_reads(&peer, keys, replay, threads, iters),
+        );
+    }
+}
+
+/// `iters` reads a thread of `subject` (`get`, or with `replay` a
+/// replaying `execute`), as `hit` and `replay` read.
+fn timed_reads<S: Subject>(
+    subject: &S,
+    keys: &[u64],
+    replay: bool,
+    threads: usize,
+    iters: u64,
+) -> Duration {
+    run_threads(threads, |tid| {
+        read_keys(keys, tid, iters, |k| {
+            if replay {
+                black_box(subject.execute(k, || k));
+            } else {
+                black_box(subject.get(k));
+            }
+        })
+    })
+}
+
+/// A row per thread count, each sample timing `time_idem` and `time_peer`
+/// (each from a thread count and operations a thread to a wall time) one
+/// after the other, the peer first in every other sample. The row's own time is the
+/// two halves' sum, which criterion sizes its samples by; what the row is
+/// for is the ratios, which the summary prints.
+fn paired_rows(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    workload: &str,
+    peer: &str,
+    time_idem: impl Fn(usize, u64) -> Duration,
+    time_peer: impl Fn(usize, u64) -> Duration,
+) {
+    for threads in thread_counts() {
+        let mut ratios = Vec::new();
+        let mut peer_first = false;
+        let id = BenchmarkId::new(format!("{workload}_{peer}"), format!("{threads}t"));
+        g.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                peer_first = !peer_first;
+                let (mine, theirs) = if peer_first {
+                    let theirs = time_peer(threads, iters);
+                    (time_idem(threads, iters), theirs)
+                } else {
+                    let mine = time_idem(threads, iters);
+                    (mine, time_peer(threads, iters))
+                };
+                if iters >= PAIRED_MIN_OPS {
+                    ratios.push(mine.as_secs_f64() / theirs.as_secs_f64());
+                }
+                mine + theirs
+            })
+        });
+        let row = format!("{workload}_{peer}/{threads}t");
+        PAIRED.lock().unwrap().push((row, ratios));
+    }
+}
+
+/// The `paired` rows' ratios: the median of a row's samples and the middle
+/// half of them.
+fn print_paired() {
+    let rows = PAIRED.lock().unwrap();
+    let rows: Vec<_> = rows.iter().filter(|(_, r)| !r.is_empty()).collect();
+    if rows.is_empty() {
+        return;
+    }
+    println!("\nPaired, idemstore / peer with both timed back to back in every sample (median, middle half of the samples):");
+    for (row, ratios) in rows {
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "paired/{row}: {:.2}x ({:.2}x-{:.2}x over {} samples)",
+            at(0.5),
+            at(0.25),
+            at(0.75),
+            sorted.len()
+        );
+    }
+}
+
 fn main() {
     let mut c: Criterion = common::criterion();
     let keys = hit_keys();
@@ -520,6 +668,8 @@ fn main() {
     let mut g = c.benchmark_group("mixed");
     common::for_each_subject!(mixed(&mut g));
     g.finish();
+
+    paired(&mut c, &keys);
 
     c.final_summary();
     println!("\nMedians, ns per operation per thread (each thread runs the measured count):");
@@ -556,6 +706,7 @@ fn main() {
         "claim and complete, two lock holds",
         "fresh",
     );
+    print_paired();
 }
 
 /// Prints row `group/name` at each thread count with its ratio to every
