@@ -115,13 +115,18 @@ fn bench_reads<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64
         return;
     }
     let subject = prefilled::<S>(keys);
-    read_rows(g, S::NAME, keys, |k| {
-        if replay {
-            black_box(subject.execute(k, || k));
-        } else {
-            black_box(subject.get(k));
-        }
-    });
+    read_rows(g, S::NAME, keys, |k| read_one(&subject, k, replay));
+}
+
+/// One read of `hit` (a `get`), or with `replay` one of `replay` (a
+/// replaying `execute`).
+#[inline]
+fn read_one<S: Subject>(subject: &S, key: u64, replay: bool) {
+    if replay {
+        black_box(subject.execute(key, || key));
+    } else {
+        black_box(subject.get(key));
+    }
 }
 
 /// A row per thread count of `read`, each thread going through `keys` in
@@ -572,21 +577,15 @@ fn timed_reads<S: Subject>(
     iters: u64,
 ) -> Duration {
     run_threads(threads, |tid| {
-        read_keys(keys, tid, iters, |k| {
-            if replay {
-                black_box(subject.execute(k, || k));
-            } else {
-                black_box(subject.get(k));
-            }
-        })
+        read_keys(keys, tid, iters, |k| read_one(subject, k, replay))
     })
 }
 
 /// A row per thread count, each sample timing `time_idem` and `time_peer`
 /// (each from a thread count and operations a thread to a wall time) one
-/// after the other, the peer first in every other sample. The row's own time is the
-/// two halves' sum, which criterion sizes its samples by; what the row is
-/// for is the ratios, which the summary prints.
+/// after the other, the peer first in every other sample. The row's own
+/// time is the two halves' sum, which criterion sizes its samples by; what
+/// the row is for is the ratios, which the summary prints.
 fn paired_rows(
     g: &mut BenchmarkGroup<'_, WallTime>,
     workload: &str,
