@@ -588,9 +588,9 @@ fn present_key_and_a_growing_claim(
 
 /// `grow` relinks nodes while a reader may walk the old chain: the reader
 /// can be led off it and miss a key that is there. Without the resize count
-/// check in `find_settled` (a miss trusted while `resizes` moved), `get` returns
-/// `None` for a completed key here; with it, the miss is confirmed under the
-/// lock and the value is found.
+/// check in `find_settled` (a miss trusted while `resizes` moved), `get`
+/// returns `None` for a completed key here; with it, the miss is confirmed
+/// under the lock and the value is found.
 #[test]
 fn get_racing_resize_never_misses_a_present_key() {
     let (present, newcomer) = keys_that_part_on_growth();

@@ -814,11 +814,11 @@ where
     /// freed per entry; nodes do not store their hash, so `rehash`, the
     /// store's hash function, recomputes it. It is a type parameter rather
     /// than a `dyn Fn` so that the hash inlines into this loop: a `u64` key's
-    /// relink cost 15 instructions more through a `dyn` call. A reader walking
-    /// an old chain meanwhile may be led
-    /// off it and miss a key that is there; the odd `resizes` count tells it
-    /// to confirm a miss under the lock (see `find_settled`). It can never find a
-    /// wrong key, and nodes stay valid: none is freed here.
+    /// relink cost 15 instructions more through a `dyn` call. A reader
+    /// walking an old chain meanwhile may be led off it and miss a key that
+    /// is there; the odd `resizes` count tells it to confirm a miss under the
+    /// lock (see `find_settled`). It can never find a wrong key, and nodes
+    /// stay valid: none is freed here.
     fn grow(&self, rehash: &impl Fn(&K) -> u64, guard: &Guard) {
         let old = self.buckets.load(Ordering::Acquire, guard);
         // SAFETY: as in `find_link`.
@@ -827,8 +827,8 @@ where
         // Relaxed load: only lock holders write `resizes`.
         let resizes = self.resizes.load(Ordering::Relaxed);
         self.resizes.store(resizes + 1, Ordering::Relaxed);
-        // Release fence pairs with the Acquire fence in `confirm_miss`: a reader
-        // that sees any relinked pointer below also sees the odd count.
+        // Release fence pairs with the Acquire fence in `confirm_miss`: a
+        // reader that sees any relinked pointer below also sees the odd count.
         fence(Ordering::Release);
         for (index, head) in old_ref.slots.iter().enumerate() {
             prefetch_chain(&old_ref.slots, index + PREFETCH_AHEAD, guard);
@@ -849,8 +849,8 @@ where
         self.hint.point_at(&grown);
         // Release pairs with the Acquire in `find`: the chains are complete.
         self.buckets.store(Owned::new(grown), Ordering::Release);
-        // Release pairs with the Acquire in `find_settled`: a reader that sees the
-        // even count sees the new array.
+        // Release pairs with the Acquire in `find_settled`: a reader that sees
+        // the even count sees the new array.
         self.resizes.store(resizes + 2, Ordering::Release);
         // SAFETY: the old array was just replaced; readers still in it are
         // pinned.
