@@ -25,10 +25,10 @@
 //!   as `dashmap_two_phase`.
 //! * `paired`: `hit` and `replay` again, idemstore and one peer (dashmap,
 //!   quick_cache) timed back to back within every sample, in alternating
-//!   order. The summary
-//!   gives the median of the samples' ratios: a ratio of two times taken
-//!   a few milliseconds apart, where the rows above compare medians taken
-//!   minutes apart on a machine whose speed drifts between them.
+//!   order. The summary gives the median of the samples' ratios: a ratio of
+//!   two times taken a few milliseconds apart, where the rows above compare
+//!   medians taken minutes apart on a machine whose speed drifts between
+//!   them.
 //!
 //! Each thread runs the measured number of operations; the time reported is
 //! the wall time until the last thread finishes, so it reads as nanoseconds
