@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Condvar, Mutex, OnceLock, Weak};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use criterion::Criterion;
 use idemstore::{Outcome, Store};
@@ -322,6 +322,8 @@ pub fn thread_counts() -> Vec<usize> {
 /// Criterion's defaults shortened so the whole suite runs in minutes on a
 /// small machine; command-line flags still override.
 pub fn criterion() -> Criterion {
+    // The summary reads only what this invocation measured.
+    STARTED.get_or_init(SystemTime::now);
     let (warm, measure, samples) = if quick() {
         (Duration::from_millis(300), Duration::from_secs(1), 10)
     } else {
@@ -415,7 +417,19 @@ impl Drop for StopFlag {
 
 // ------------------------------------------------------------------ summary
 
-/// The median ns per iteration criterion estimated for `group/subject/param`.
+/// When this bench binary built its [`criterion`]: estimates written before
+/// then are an earlier invocation's.
+static STARTED: OnceLock<SystemTime> = OnceLock::new();
+
+/// Slack for file systems that keep modification times in whole seconds
+/// (or two): an estimate written in this invocation's first seconds must
+/// not look older than its start.
+const MTIME_SLACK: Duration = Duration::from_secs(2);
+
+/// The median ns per iteration criterion estimated for `group/subject/param`
+/// in this invocation. A row that a filter or `IDEMSTORE_BENCH_ONLY` skipped
+/// keeps an earlier run's estimate on disk; it reads as `None` here, so
+/// that no ratio mixes a fresh median with a stale one.
 pub fn criterion_median(group: &str, subject: &str, param: &str) -> Option<f64> {
     let path = criterion_dir()
         .join(group)
@@ -423,6 +437,12 @@ pub fn criterion_median(group: &str, subject: &str, param: &str) -> Option<f64> 
         .join(param)
         .join("new")
         .join("estimates.json");
+    if let Some(started) = STARTED.get() {
+        let written = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+        if written + MTIME_SLACK < *started {
+            return None;
+        }
+    }
     let text = std::fs::read_to_string(path).ok()?;
     let at = text.find("\"median\"")?;
     let rest = &text[at..];
@@ -442,6 +462,7 @@ pub fn print_summary(groups: &[&str], params: &[String], unit: &str, scale: f64)
         SUBJECTS.join(" | ")
     );
     println!("|---|---|{}---|", "---|".repeat(SUBJECTS.len()));
+    let mut skipped = false;
     for group in groups {
         for param in params {
             let medians: Vec<Option<f64>> = SUBJECTS
@@ -451,6 +472,7 @@ pub fn print_summary(groups: &[&str], params: &[String], unit: &str, scale: f64)
             if medians.iter().all(Option::is_none) {
                 continue;
             }
+            skipped |= medians.iter().any(Option::is_none);
             let cells: Vec<String> = medians
                 .iter()
                 .map(|m| m.map_or("-".into(), |m| format!("{m:.1} {unit}")))
@@ -470,6 +492,9 @@ pub fn print_summary(groups: &[&str], params: &[String], unit: &str, scale: f64)
                 ratios.join(", ")
             );
         }
+    }
+    if skipped {
+        println!("(-: not measured in this invocation)");
     }
 }
 
