@@ -130,8 +130,6 @@ mod fingerprint;
 pub mod http;
 #[cfg(feature = "metrics")]
 pub mod metrics;
-#[cfg(feature = "asymmetric-epoch")]
-mod reclaim;
 mod stats;
 mod store;
 #[cfg(not(idemstore_loom))]

@@ -1,9 +1,7 @@
 //! The one place concurrency primitives come from.
 //!
 //! Normal builds use `parking_lot` locks, `std` atomics and `Arc`, and
-//! crossbeam-epoch with a per-store `Collector` (with feature
-//! `asymmetric-epoch`, the store's own epoch of `reclaim.rs` in its place,
-//! still with crossbeam-epoch's pointer types). Under `--cfg idemstore_loom`
+//! crossbeam-epoch with a per-store `Collector`. Under `--cfg idemstore_loom`
 //! (together with `--cfg crossbeam_loom`, which switches crossbeam-epoch to
 //! loom internally) every lock, atomic, `Arc`, `UnsafeCell` and park/unpark
 //! below is loom's, so the models in `tests/loom.rs` check the real code.
@@ -15,9 +13,6 @@
 
 #![allow(dead_code)] // Each cfg uses a different subset of the facade.
 
-#[cfg(feature = "asymmetric-epoch")]
-pub(crate) use crate::reclaim::{unprotected, Epoch, Guard};
-#[cfg(not(feature = "asymmetric-epoch"))]
 pub(crate) use crossbeam_epoch::{unprotected, Collector, Guard};
 pub(crate) use crossbeam_epoch::{Atomic, Owned, Shared};
 
@@ -97,11 +92,9 @@ mod imp {
         }
     }
 
-    #[cfg(not(feature = "asymmetric-epoch"))]
     pub(crate) use collector::Epoch;
 
     /// crossbeam-epoch's collector, with each thread's handle and counts.
-    #[cfg(not(feature = "asymmetric-epoch"))]
     mod collector {
         use crate::stats::Counts;
 
@@ -220,11 +213,9 @@ mod imp {
         }
     }
 
-    #[cfg(not(feature = "asymmetric-epoch"))]
     pub(crate) use collector::Epoch;
 
     /// crossbeam-epoch's collector, with each modelled thread's handle.
-    #[cfg(not(feature = "asymmetric-epoch"))]
     mod collector {
         use super::*;
         use crate::stats::Counts;
@@ -322,7 +313,6 @@ pub(crate) use imp::*;
 /// What both builds' crossbeam-epoch `Epoch` offer over the entry `local()`
 /// finds for the calling thread: per OS thread normally, per modelled thread
 /// under loom, where one OS thread runs them all.
-#[cfg(not(feature = "asymmetric-epoch"))]
 impl Epoch {
     #[inline]
     pub(crate) fn pin(&self) -> Guard {

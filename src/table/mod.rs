@@ -23,9 +23,9 @@ pub(crate) use shard::{Claimed, Joined, Lookup, Miss};
 const INITIAL_BUCKETS: usize = 16;
 
 /// Sweep steps (lock holds) between two flushes of the sweeping thread's
-/// retirements. With feature `asymmetric-epoch`, a flush per step took
-/// twice as long to sweep 1M expired entries on 2 vCPUs and raised a
-/// concurrent reader's p99.9 from under 1 µs to about 9 µs (BENCHMARKS.md).
+/// retirements: a flush hands the thread's bag to the collector's global
+/// queue and may try to advance the epoch, so once per step would add that
+/// cost to every lock hold of a long sweep.
 const SWEEP_STEPS_PER_FLUSH: usize = 16;
 
 /// The guard for a step that reads nodes only under its shard's lock and
@@ -288,9 +288,7 @@ where
                 // Hand retired nodes to the collector every few steps and at
                 // the shard's end rather than when this thread's bag fills
                 // up, so most of them are freed by this pass. Not every
-                // step: with feature `asymmetric-epoch` a flush that
-                // advances the epoch interrupts every running thread of the
-                // process (`membarrier`).
+                // step (see `SWEEP_STEPS_PER_FLUSH`).
                 if done || step % SWEEP_STEPS_PER_FLUSH == 0 {
                     guard.flush();
                 }
