@@ -15,19 +15,27 @@ use crate::store::{Config, Store};
 ///
 /// | setting | default |
 /// |---|---|
-/// | [`ttl`](Self::ttl) (retention of completed results) | 24 h |
-/// | [`lease`](Self::lease) (how long an owner may run) | 60 s |
+/// | [`ttl`](Self::ttl) (retention of completed results) | 24 h, or the lease if that was set longer |
+/// | [`lease`](Self::lease) (how long an owner may run) | 60 s, or the TTL if that is shorter |
 /// | [`max_entries`](Self::max_entries) | unbounded |
 /// | [`initial_capacity`](Self::initial_capacity) | 16 buckets per shard |
 /// | [`shards`](Self::shards) | 4 × cores, rounded up to a power of two |
-/// | [`sweep_interval`](Self::sweep_interval) | 1 s |
+/// | [`sweep_interval`](Self::sweep_interval) | 1 s, or the lease if that is shorter (at least 1 ms) |
 /// | [`background_sweeper`](Self::background_sweeper) | on |
 /// | [`clock`](Self::clock) | [`SystemClock`] |
 /// | [`hasher`](Self::hasher) | `ahash::RandomState` |
 ///
+/// A default never makes a setting you chose fail: each one that depends
+/// on another follows it. Only settings you chose yourself can conflict,
+/// such as a lease set longer than a TTL set
+/// ([`ConfigError::LeaseLongerThanTtl`]).
+///
 /// ```
 /// use std::time::Duration;
 /// use idemstore::{ConfigError, Store};
+///
+/// // A short TTL alone is valid: the lease follows it down to 10 s.
+/// let short: Store<u64, u64> = Store::builder().ttl(Duration::from_secs(10)).build()?;
 ///
 /// let store: Store<String, Vec<u8>> = Store::builder()
 ///     .ttl(Duration::from_secs(3600))
@@ -41,12 +49,14 @@ use crate::store::{Config, Store};
 /// ```
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct Builder<K, V, S = RandomState> {
-    ttl: Duration,
-    lease: Duration,
+    /// `None` until set: the defaults of `ttl`, `lease` and
+    /// `sweep_interval` follow the settings the user chose.
+    ttl: Option<Duration>,
+    lease: Option<Duration>,
     max_entries: Option<usize>,
     initial_capacity: Option<usize>,
     shards: Option<usize>,
-    sweep_interval: Duration,
+    sweep_interval: Option<Duration>,
     background_sweeper: bool,
     clock: Option<Box<dyn Clock>>,
     hasher: S,
@@ -56,16 +66,19 @@ pub struct Builder<K, V, S = RandomState> {
 pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// The shortest default sweep interval, however short the lease: the
+/// cached clock's tick.
+const MIN_DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_millis(1);
 
 impl<K, V> Builder<K, V> {
     pub(crate) fn new() -> Self {
         Builder {
-            ttl: DEFAULT_TTL,
-            lease: DEFAULT_LEASE,
+            ttl: None,
+            lease: None,
             max_entries: None,
             initial_capacity: None,
             shards: None,
-            sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            sweep_interval: None,
             background_sweeper: true,
             clock: None,
             hasher: RandomState::new(),
@@ -76,18 +89,35 @@ impl<K, V> Builder<K, V> {
 
 impl<K, V, S> Builder<K, V, S> {
     /// How long a completed result is replayed, counted from completion
-    /// (rule 11). Deadlines saturate at about 146 years. [`Ticket::complete_with_ttl`](crate::Ticket::complete_with_ttl)
+    /// (rule 11). Deadlines saturate at about 146 years.
+    /// [`Ticket::complete_with_ttl`](crate::Ticket::complete_with_ttl)
     /// overrides it per entry.
+    ///
+    /// Default: 24 h, or the [`lease`](Self::lease) if one was set longer.
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
+        self.ttl = Some(ttl);
         self
     }
 
     /// How long an owner holds a claim before a new claim may take the key
-    /// over. Must not exceed `ttl`. Owners extend it with
-    /// [`Ticket::renew`](crate::Ticket::renew).
+    /// over. Owners extend it with [`Ticket::renew`](crate::Ticket::renew).
+    ///
+    /// Default: 60 s, or the [`ttl`](Self::ttl) if that is shorter. A lease
+    /// set longer than a TTL set is a
+    /// [`ConfigError::LeaseLongerThanTtl`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use idemstore::{ConfigError, Store};
+    ///
+    /// let bad = Store::<u8, u8>::builder()
+    ///     .ttl(Duration::from_secs(10))
+    ///     .lease(Duration::from_secs(30))
+    ///     .build();
+    /// assert_eq!(bad.err(), Some(ConfigError::LeaseLongerThanTtl));
+    /// ```
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
+        self.lease = Some(lease);
         self
     }
 
@@ -115,8 +145,12 @@ impl<K, V, S> Builder<K, V, S> {
 
     /// How often the background sweeper reclaims expired entries and
     /// releases the waiters of owners whose lease passed.
+    ///
+    /// Default: 1 s, or the lease if that is shorter (but at least 1 ms),
+    /// so that a waiter on an owner whose lease passed is released within
+    /// about one more lease.
     pub fn sweep_interval(mut self, interval: Duration) -> Self {
-        self.sweep_interval = interval;
+        self.sweep_interval = Some(interval);
         self
     }
 
@@ -150,27 +184,41 @@ impl<K, V, S> Builder<K, V, S> {
         }
     }
 
-    fn validate(&self) -> Result<usize, ConfigError> {
-        if self.ttl.is_zero() {
+    /// The settings as chosen, with each default filled in from them.
+    fn validate(&self) -> Result<Settings, ConfigError> {
+        if self.ttl.is_some_and(|ttl| ttl.is_zero()) {
             return Err(ConfigError::ZeroTtl);
         }
-        if self.lease.is_zero() {
+        if self.lease.is_some_and(|lease| lease.is_zero()) {
             return Err(ConfigError::ZeroLease);
         }
-        if self.lease > self.ttl {
-            return Err(ConfigError::LeaseLongerThanTtl);
-        }
+        // A default gives way to the setting it would conflict with; only
+        // two settings the user chose can conflict.
+        let (ttl, lease) = match (self.ttl, self.lease) {
+            (Some(ttl), Some(lease)) if lease > ttl => return Err(ConfigError::LeaseLongerThanTtl),
+            (Some(ttl), Some(lease)) => (ttl, lease),
+            (Some(ttl), None) => (ttl, DEFAULT_LEASE.min(ttl)),
+            (None, Some(lease)) => (DEFAULT_TTL.max(lease), lease),
+            (None, None) => (DEFAULT_TTL, DEFAULT_LEASE),
+        };
         if self.max_entries == Some(0) {
             return Err(ConfigError::ZeroMaxEntries);
         }
-        if self.sweep_interval.is_zero() {
-            return Err(ConfigError::ZeroSweepInterval);
-        }
+        let sweep_interval = match self.sweep_interval {
+            Some(interval) if interval.is_zero() => return Err(ConfigError::ZeroSweepInterval),
+            Some(interval) => interval,
+            None => lease.clamp(MIN_DEFAULT_SWEEP_INTERVAL, DEFAULT_SWEEP_INTERVAL),
+        };
         let shards = self.shards.unwrap_or_else(default_shards);
         if shards == 0 || !shards.is_power_of_two() || shards > 1 << 16 {
             return Err(ConfigError::Shards(shards));
         }
-        Ok(shards)
+        Ok(Settings {
+            ttl,
+            lease,
+            sweep_interval,
+            shards,
+        })
     }
 }
 
@@ -182,11 +230,11 @@ where
 {
     /// Checks the settings and builds the store (starting its sweeper).
     pub fn build(self) -> Result<Store<K, V, S>, ConfigError> {
-        let shards = self.validate()?;
+        let settings = self.validate()?;
         let config = Config {
-            ttl: duration_to_nanos(self.ttl),
-            lease: duration_to_nanos(self.lease),
-            shards,
+            ttl: duration_to_nanos(settings.ttl),
+            lease: duration_to_nanos(settings.lease),
+            shards: settings.shards,
             max_entries: self.max_entries,
             initial_capacity: self.initial_capacity,
         };
@@ -199,11 +247,19 @@ where
         let store = Store::from_parts(config, clock, self.hasher);
         if self.background_sweeper {
             store
-                .start_sweeper(self.sweep_interval)
+                .start_sweeper(settings.sweep_interval)
                 .map_err(|e| ConfigError::Spawn(e.to_string()))?;
         }
         Ok(store)
     }
+}
+
+/// What [`Builder::validate`] settled on, defaults filled in.
+struct Settings {
+    ttl: Duration,
+    lease: Duration,
+    sweep_interval: Duration,
+    shards: usize,
 }
 
 pub(crate) fn default_shards() -> usize {
