@@ -19,6 +19,8 @@ use crate::wait::{Flight, WaitFuture};
 pub enum Claim<K, V, S = RandomState> {
     /// The caller owns the key: run the operation, then
     /// [`complete`](Ticket::complete) the ticket (or drop it to release).
+    /// The ticket's [`token`](Ticket::token) is larger than that of every
+    /// earlier claim of the same key.
     Owner(Ticket<K, V, S>),
     /// The key's operation already completed; this is its stored result.
     /// The caller should treat it as a replay and not run the operation.
@@ -44,7 +46,7 @@ type Release<K, V, S> = fn(&Store<K, V, S>, u64, &K, u64);
 /// let token = ticket.token(); // pass downstream as a fencing token
 /// drop(ticket); // abandoned: the key is free again
 /// let Ok(Claim::Owner(again)) = store.claim("job") else { unreachable!() };
-/// assert!(again.token() > token);
+/// assert!(again.token() > token); // a key's tokens only grow
 /// ```
 pub struct Ticket<K, V, S = RandomState> {
     store: Store<K, V, S>,
@@ -77,9 +79,26 @@ where
         &self.key
     }
 
-    /// The claim's fencing token: unique, and larger than every token this
-    /// store handed out before (rule 10). Downstream systems can reject
-    /// writes carrying a token older than the last one they saw.
+    /// The claim's fencing token (rule 10): larger than the token of every
+    /// earlier claim of the same key, whether that claim completed, was
+    /// abandoned, removed, expired or taken over after its lease passed.
+    /// A downstream system can reject a write for this key carrying a token
+    /// older than the last one it saw for the key.
+    ///
+    /// The order is per key: nothing is promised about how two different
+    /// keys' tokens compare, so compare a key's tokens only with each other.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use idemstore::{Claim, ManualClock, Store};
+    /// let clock = ManualClock::new();
+    /// let store: Store<&str, u8> = Store::builder().clock(clock.clone()).build()?;
+    /// let Ok(Claim::Owner(stale)) = store.claim("job") else { unreachable!() };
+    /// clock.advance(Duration::from_secs(60)); // the lease passes
+    /// let Ok(Claim::Owner(fresh)) = store.claim("job") else { unreachable!() };
+    /// assert!(fresh.token() > stale.token()); // the takeover's token is larger
+    /// # Ok::<(), idemstore::ConfigError>(())
+    /// ```
     pub fn token(&self) -> u64 {
         self.token
     }

@@ -56,7 +56,8 @@ impl<K, V, S> Drop for Inner<K, V, S> {
 /// Duplicates of an operation that arrive together run it once: the first
 /// [`claim`](Self::claim) becomes the owner, the others wait for its result
 /// (or replay it once stored) instead of running it again. See the crate
-/// documentation for the full semantics.
+/// documentation for the full semantics, and `docs/semantics.md` in the
+/// repository for every rule with the test that checks it.
 ///
 /// ```
 /// use idemstore::{Outcome, Store};
@@ -192,6 +193,10 @@ where
     /// (rule 1). Exactly one concurrent caller gets [`Claim::Owner`]; the
     /// others get [`Claim::InFlight`] to wait on, or [`Claim::Completed`]
     /// with the stored value once the owner completed.
+    ///
+    /// An owner's [`Ticket::token`] is a fencing token larger than that of
+    /// every earlier claim of the same key, across takeovers, expiry and
+    /// re-claims (rule 10); tokens of two different keys are not ordered.
     ///
     /// Claims without a fingerprint skip the payload check; see
     /// [`claim_with`](Self::claim_with).

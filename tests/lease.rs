@@ -1,11 +1,11 @@
-//! Leases, takeover and fencing: SEMANTICS rules 9 and 10.
+//! Leases, takeover and fencing: rules 9 and 10 of `docs/semantics.md`.
 
 mod common;
 
 use std::thread;
 use std::time::Duration;
 
-use common::{manual_store, LEASE};
+use common::{manual_store, LEASE, TTL};
 use idemstore::{Claim, ConfigError, ManualClock, Store, Superseded, WaitError};
 
 /// Rule 9: the lease must be the shorter of the two.
@@ -76,7 +76,7 @@ fn waiters_are_released_when_the_lease_passes() {
     assert_eq!(waiter.join().expect("thread"), Err(WaitError::LeaseExpired));
 }
 
-/// Rule 10: tokens only grow; a stale owner can neither complete, renew nor
+/// Rule 10: the takeover's token is larger; a stale owner can neither complete, renew nor
 /// release the record of the owner that replaced it.
 #[test]
 fn stale_owner_is_fenced_off() {
@@ -119,23 +119,87 @@ fn stale_owner_is_fenced_off() {
     );
 }
 
-/// Rule 10: tokens grow across keys and claims, store-wide.
+/// Rule 10: a key's tokens strictly increase across every way a claim
+/// ends and the key is claimed again: takeover after the lease, expiry of
+/// the completed result, abandon, and remove (of an in-flight and of a
+/// completed entry), each with claims of other keys in between.
 #[test]
-fn tokens_strictly_increase() {
-    let (store, _clock) = manual_store::<u32, u32>();
+fn a_keys_tokens_increase_across_takeover_expiry_and_reclaim() {
+    let (store, clock) = manual_store::<u32, u32>();
+    let owner = |key| match store.claim(key) {
+        Ok(Claim::Owner(ticket)) => ticket,
+        other => panic!("expected to own {key}: {other:?}"),
+    };
     let mut last = 0;
-    for key in 0..100 {
-        let Ok(Claim::Owner(t)) = store.claim(key % 7) else {
+    let mut next = |ticket: &idemstore::Ticket<u32, u32>| {
+        assert!(
+            ticket.token() > last,
+            "token {} not above the key's last {last}",
+            ticket.token()
+        );
+        last = ticket.token();
+        // Another key claimed in between does not matter.
+        drop(owner(ticket.key() + 1));
+    };
+
+    // A first claim, then a takeover once its lease passed.
+    let stale = owner(7);
+    next(&stale);
+    clock.advance(LEASE);
+    let taken = owner(7);
+    next(&taken);
+    assert_eq!(store.stats().takeovers, 1);
+    drop(stale);
+
+    // Completed, then claimed again once its retention expired.
+    taken.complete(1).unwrap();
+    clock.advance(TTL);
+    let after_expiry = owner(7);
+    next(&after_expiry);
+
+    // Abandoned (dropped), then claimed again.
+    drop(after_expiry);
+    let after_abandon = owner(7);
+    next(&after_abandon);
+
+    // Removed while in flight, then claimed again.
+    assert!(store.remove(&7));
+    let after_remove = owner(7);
+    next(&after_remove);
+
+    // Completed, swept after expiry (the entry is gone), claimed again.
+    after_remove.complete(2).unwrap();
+    clock.advance(TTL);
+    assert!(store.sweep() >= 1);
+    let after_sweep = owner(7);
+    next(&after_sweep);
+
+    // Completed, removed, claimed again.
+    after_sweep.complete(3).unwrap();
+    assert!(store.remove(&7));
+    let after_remove_completed = owner(7);
+    next(&after_remove_completed);
+}
+
+/// Rule 10: per key, tokens only grow through many claims of a few keys.
+/// Only each key's own tokens are compared: no order between keys is
+/// promised.
+#[test]
+fn tokens_strictly_increase_per_key() {
+    let (store, _clock) = manual_store::<u32, u32>();
+    let mut last = [0u64; 7];
+    for round in 0..100 {
+        let key = round % 7;
+        let Ok(Claim::Owner(t)) = store.claim(key) else {
             panic!("owner")
         };
-        assert!(t.token() > last);
-        last = t.token();
-        // Alternate abandoning and completing.
-        if key % 2 == 0 {
-            drop(t);
-        } else {
-            let _ = store.remove(&(key % 7));
-            drop(t);
+        let last = &mut last[key as usize];
+        assert!(t.token() > *last);
+        *last = t.token();
+        // Alternate abandoning, and removing before the drop.
+        if round % 2 == 1 {
+            let _ = store.remove(&key);
         }
+        drop(t);
     }
 }

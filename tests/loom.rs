@@ -293,7 +293,10 @@ fn lease_takeover_fences_stale_owner() {
         let waiter = thread::spawn(move || pending.wait());
         let fresh = match store.claim(KEY).expect("no fingerprint, no bound") {
             Claim::Owner(fresh) => {
-                assert!(fresh.token() > stale_token, "fencing tokens only grow");
+                assert!(
+                    fresh.token() > stale_token,
+                    "a key's fencing tokens only grow"
+                );
                 Some(fresh.complete(2))
             }
             Claim::Completed(value) => {
@@ -365,7 +368,10 @@ fn sweep_racing_get_and_claim_on_expiring_key() {
         match store.claim(KEY).expect("no fingerprint, no bound") {
             Claim::Owner(ticket) => {
                 assert!(clock.now() >= TTL, "a live value was claimed over");
-                assert!(ticket.token() > first_token, "fencing tokens only grow");
+                assert!(
+                    ticket.token() > first_token,
+                    "a key's fencing tokens only grow"
+                );
                 ticket
                     .complete(Counted::new(2, &live))
                     .expect("a live lease completes");

@@ -1,6 +1,7 @@
 //! A fuzz-chosen script run by 2-3 threads against one store; the harness in
-//! `tests/model/threads.rs` checks one execution per key per lease, growing
-//! tokens, and that every waiter is answered within its deadline.
+//! `tests/model/threads.rs` checks one execution per key per lease, that
+//! each key's tokens grow, and that every waiter is answered within its
+//! deadline.
 
 #![no_main]
 

@@ -9,8 +9,8 @@
 //!
 //! The model is the key's state with no time passing (the histories come
 //! from a store whose TTL and lease are far longer than the run): absent, in
-//! flight under a token, or completed with a value. Tokens are global, so a
-//! key's owners see growing but not consecutive tokens; the model accepts any
+//! flight under a token, or completed with a value. Only a key's own tokens
+//! are ordered, and they need not be consecutive: the model accepts any
 //! token larger than the key's previous one.
 
 use std::collections::HashSet;

@@ -5,8 +5,8 @@
 //! Shared by the `ops` fuzz target (`fuzz/fuzz_targets/ops.rs`, which
 //! includes this file by path) and by `tests/fuzz_regressions.rs`, which
 //! replays the sequences the fuzzer found. The model is written from the
-//! rules, not from the code: a map from key to record, a token counter and
-//! the flights duplicates joined. It also tracks the physical entry count
+//! rules, not from the code: a map from key to record, each key's last
+//! fencing token and the flights duplicates joined. It also tracks the physical entry count
 //! (expired entries stay until swept or replaced), so `len()` and every
 //! `Stats` counter are compared too.
 //!
@@ -230,7 +230,13 @@ struct Counters {
 /// What the model says a claim returns.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ClaimAnswer {
-    Owner(u64),
+    /// The caller owns the key, under a token larger than `above`, the
+    /// key's last one (rule 10 orders a key's tokens, not the store's: the
+    /// model does not predict the value). The runner reports the token the
+    /// store gave with [`Model::granted`].
+    Owner {
+        above: u64,
+    },
     Completed(u32),
     /// In flight: the token whose flight the pending handle joined.
     InFlight(u64),
@@ -244,10 +250,12 @@ pub struct Model {
     settings: Settings,
     now: u64,
     records: BTreeMap<u8, Record>,
-    last_token: u64,
-    /// Flights by token: created when the first duplicate joins, resolved
-    /// once when the in-flight claim ends.
-    flights: HashMap<u64, FlightResult>,
+    /// Each key's last token; kept when its record goes, since a key's
+    /// tokens grow across expiry, removal and re-claims.
+    last_tokens: BTreeMap<u8, u64>,
+    /// Flights by key and token: created when the first duplicate joins,
+    /// resolved once when the in-flight claim ends.
+    flights: HashMap<(u8, u64), FlightResult>,
     counters: Counters,
     /// Clock time (ns) of the last sweep a full store made to find room.
     last_full_sweep: Option<u64>,
@@ -259,7 +267,7 @@ impl Model {
             settings,
             now: 0,
             records: BTreeMap::new(),
-            last_token: 0,
+            last_tokens: BTreeMap::new(),
             flights: HashMap::new(),
             counters: Counters::default(),
             last_full_sweep: None,
@@ -273,9 +281,9 @@ impl Model {
         }
     }
 
-    /// Ends the in-flight claim `token` for its waiters, if any joined.
-    fn resolve(&mut self, token: u64, result: Result<u32, WaitError>) {
-        if let Some(slot @ None) = self.flights.get_mut(&token) {
+    /// Ends `key`'s in-flight claim `token` for its waiters, if any joined.
+    fn resolve(&mut self, key: u8, token: u64, result: Result<u32, WaitError>) {
+        if let Some(slot @ None) = self.flights.get_mut(&(key, token)) {
             *slot = Some(result);
         }
     }
@@ -284,14 +292,14 @@ impl Model {
     fn unlink(&mut self, key: u8, why: WaitError) {
         if let Some(record) = self.records.remove(&key) {
             if record.value.is_none() {
-                self.resolve(record.token, Err(why));
+                self.resolve(key, record.token, Err(why));
             }
         }
     }
 
-    fn join(&mut self, token: u64) -> u64 {
+    fn join(&mut self, key: u8, token: u64) -> u64 {
         self.counters.waits += 1;
-        self.flights.entry(token).or_insert(None);
+        self.flights.entry((key, token)).or_insert(None);
         token
     }
 
@@ -316,7 +324,7 @@ impl Model {
             }
             Some((View::InFlight, r)) => {
                 if Self::agree(r.fingerprint, fingerprint) {
-                    ClaimAnswer::InFlight(self.join(r.token))
+                    ClaimAnswer::InFlight(self.join(key, r.token))
                 } else {
                     self.counters.mismatches += 1;
                     ClaimAnswer::Mismatch
@@ -348,18 +356,41 @@ impl Model {
     }
 
     fn insert(&mut self, key: u8, fingerprint: Option<u8>) -> ClaimAnswer {
-        self.last_token += 1;
+        let above = self.last_tokens.get(&key).copied().unwrap_or(0);
         self.counters.claims += 1;
+        // Until the runner reports the store's token, the least one it may
+        // have given: a claim the runner cannot see (inside `execute`)
+        // keeps it, and later claims of the key must still exceed it.
+        let token = above + 1;
+        self.last_tokens.insert(key, token);
         self.records.insert(
             key,
             Record {
-                token: self.last_token,
+                token,
                 fingerprint,
                 value: None,
                 deadline: self.now + self.settings.lease,
             },
         );
-        ClaimAnswer::Owner(self.last_token)
+        ClaimAnswer::Owner { above }
+    }
+
+    /// The store gave `token` to the claim of `key` the model just answered
+    /// with [`ClaimAnswer::Owner`]; the runner checked it is above the
+    /// key's last token.
+    pub fn granted(&mut self, key: u8, token: u64) {
+        let record = self.records.get_mut(&key).expect("just claimed");
+        assert!(token >= record.token, "a token at or below the key's last");
+        record.token = token;
+        self.last_tokens.insert(key, token);
+    }
+
+    /// The token of `key`'s in-flight claim.
+    pub fn current_token(&self, key: u8) -> Option<u64> {
+        self.records
+            .get(&key)
+            .filter(|r| r.value.is_none())
+            .map(|r| r.token)
     }
 
     /// Whether `token` is still `key`'s current, uncompleted claim (the
@@ -380,7 +411,7 @@ impl Model {
         let record = self.records.get_mut(&key).expect("current");
         record.value = Some(value);
         record.deadline = now + ttl;
-        self.resolve(token, Ok(value));
+        self.resolve(key, token, Ok(value));
         true
     }
 
@@ -412,19 +443,19 @@ impl Model {
         match self.records.get(&key).map(|r| (r.view(self.now), r.token)) {
             Some((View::Completed(v), _)) => Ok(Some(v)),
             Some((View::InFlight, token)) => {
-                self.join(token);
+                self.join(key, token);
                 Err(WaitError::Timeout)
             }
             Some((View::Expired, _)) | None => Ok(None),
         }
     }
 
-    /// What a waiter on `token`'s flight gets now: the result, or `None`
-    /// while the claim is still in flight.
-    pub fn flight(&self, token: u64) -> FlightResult {
+    /// What a waiter on `key`'s flight under `token` gets now: the result,
+    /// or `None` while the claim is still in flight.
+    pub fn flight(&self, key: u8, token: u64) -> FlightResult {
         *self
             .flights
-            .get(&token)
+            .get(&(key, token))
             .expect("a pending handle joined a flight")
     }
 
@@ -577,9 +608,14 @@ pub fn run_ops(setup: Setup, ops: &[Op]) {
                     _ => (store.claim(key), model.claim(key, None)),
                 };
                 match (got, want) {
-                    (Ok(Claim::Owner(ticket)), ClaimAnswer::Owner(token)) => {
-                        assert_eq!(ticket.token(), token, "step {step}: token");
+                    (Ok(Claim::Owner(ticket)), ClaimAnswer::Owner { above }) => {
+                        let token = ticket.token();
+                        assert!(
+                            token > above,
+                            "step {step}: token {token} not above the key's last {above}"
+                        );
                         assert_eq!(*ticket.key(), key, "step {step}: ticket key");
+                        model.granted(key, token);
                         tickets.push(LiveTicket { ticket, token });
                     }
                     (Ok(Claim::Completed(v)), ClaimAnswer::Completed(w)) => {
@@ -671,7 +707,9 @@ pub fn run_ops(setup: Setup, ops: &[Op]) {
                 };
                 let LivePending { pending, token } = &pendings[i];
                 let got = pending.wait_timeout(Duration::ZERO).map(|v| v.value);
-                let want = model.flight(*token).unwrap_or(Err(WaitError::Timeout));
+                let want = model
+                    .flight(*pending.key(), *token)
+                    .unwrap_or(Err(WaitError::Timeout));
                 assert_eq!(got, want, "step {step}: {op:?}");
             }
             Op::PollPending { pending } => {
@@ -679,11 +717,12 @@ pub fn run_ops(setup: Setup, ops: &[Op]) {
                     continue;
                 };
                 let LivePending { pending, token } = pendings.swap_remove(i);
+                let want = model.flight(*pending.key(), token);
                 let got = match poll_once(pending.into_future()) {
                     Poll::Ready(r) => Some(r.map(|v| v.value)),
                     Poll::Pending => None,
                 };
-                assert_eq!(got, model.flight(token), "step {step}: {op:?}");
+                assert_eq!(got, want, "step {step}: {op:?}");
             }
             Op::DropPending { pending } => {
                 if let Some(i) = pick(&pendings, pending) {
@@ -713,11 +752,13 @@ pub fn run_ops(setup: Setup, ops: &[Op]) {
                     Outcome::Replayed(v) => (false, v.value),
                 });
                 let want = match model.claim(key, None) {
-                    ClaimAnswer::Owner(token) if fail => {
+                    ClaimAnswer::Owner { .. } if fail => {
+                        let token = model.current_token(key).expect("just claimed");
                         model.abandon(key, token);
                         Err(ExecuteError::Failed(()))
                     }
-                    ClaimAnswer::Owner(token) => {
+                    ClaimAnswer::Owner { .. } => {
+                        let token = model.current_token(key).expect("just claimed");
                         assert!(model.complete(key, token, u32::from(value), None));
                         Ok((true, u32::from(value)))
                     }

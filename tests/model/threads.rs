@@ -12,9 +12,10 @@
 //!   (larger token: claims on one key are ordered by the shard lock) must
 //!   come at or after the earlier owner's lease deadline, unless a `remove`
 //!   of the key may have run in between.
-//! * **Tokens strictly increase**: a claim's token exceeds every token a
-//!   claim of the same key returned before this one started, and every token
-//!   this thread saw before.
+//! * **A key's tokens strictly increase**: a claim's token exceeds every
+//!   token a claim of the same key returned before this one started, and
+//!   every token this thread saw for the key before. Tokens of different
+//!   keys are never compared: no order between keys is promised.
 //! * **Every waiter is answered within its deadline**: a timed wait returns
 //!   no later than its timeout plus scheduling slack, never times out early,
 //!   and a value it gets is one an owner of that key completed with.
@@ -206,7 +207,8 @@ impl Shared {
 struct Worker {
     tickets: Vec<(Ticket<u8, Counted>, u64)>,
     pendings: Vec<Pending<u8, Counted>>,
-    last_token: u64,
+    /// The last token this thread got for each key.
+    last_tokens: [u64; KEYS as usize],
 }
 
 fn pick<T>(items: &[T], index: u8) -> Option<usize> {
@@ -226,8 +228,9 @@ impl Worker {
                     Ok(Claim::Owner(ticket)) => {
                         let token = ticket.token();
                         assert!(token > floor, "token {token} not above {floor} seen before");
-                        assert!(token > self.last_token, "a thread's tokens went down");
-                        self.last_token = token;
+                        let last = &mut self.last_tokens[usize::from(key)];
+                        assert!(token > *last, "a thread's tokens for key {key} went down");
+                        *last = token;
                         log.max_token.fetch_max(token, Ordering::SeqCst);
                         log.tokens.lock().unwrap().insert(token);
                         let now = shared.now();
