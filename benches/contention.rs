@@ -41,7 +41,7 @@ const STORM_OP: Duration = Duration::from_micros(200);
 /// executions seen in one storm), per subject, printed after the group.
 static STORM_COUNTS: Mutex<Vec<(&'static str, u64, u64, u64)>> = Mutex::new(Vec::new());
 
-fn storm<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>) {
+fn storm<S: Subject<K = u64>>(g: &mut BenchmarkGroup<'_, WallTime>) {
     if !selected(S::NAME) {
         return;
     }
@@ -63,7 +63,7 @@ fn storm<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>) {
                     let executions = AtomicU64::new(0);
                     total += run_threads(STORM_THREADS, |tid| {
                         for &k in &orders[tid] {
-                            subject.execute(k, || {
+                            subject.execute(&k, || {
                                 thread::sleep(STORM_OP);
                                 executions.fetch_add(1, Ordering::Relaxed);
                                 k
@@ -96,7 +96,7 @@ const WAITERS: usize = 16;
 
 /// Microseconds from the owner's operation returning until the last of
 /// `WAITERS` parked duplicates returns, over `trials` trials.
-fn wake<S: Subject>(trials: usize) {
+fn wake<S: Subject<K = u64>>(trials: usize) {
     if !selected(S::NAME) {
         return;
     }
@@ -114,7 +114,7 @@ fn wake<S: Subject>(trials: usize) {
             (0..WAITERS).map(|_| Mutex::new(None)).collect();
         thread::scope(|s| {
             s.spawn(|| {
-                subject.execute(KEY, || {
+                subject.execute(&KEY, || {
                     owner_in.store(true, Ordering::Release);
                     release.wait();
                     *completed_at.lock().unwrap() = Some(Instant::now());
@@ -128,7 +128,7 @@ fn wake<S: Subject>(trials: usize) {
                 let (subject, ready, runs) = (&subject, &ready, &runs);
                 s.spawn(move || {
                     ready.fetch_add(1, Ordering::Relaxed);
-                    let v = subject.execute(KEY, || {
+                    let v = subject.execute(&KEY, || {
                         runs.fetch_add(1, Ordering::Relaxed);
                         7
                     });

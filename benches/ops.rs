@@ -1,28 +1,43 @@
 //! Per-operation cost, idemstore against moka, quick_cache, dashmap and
-//! `Mutex<HashMap>` + `Condvar`, at 1, 2 (and all) threads:
+//! `Mutex<HashMap>` + `Condvar`, at 1, 2 (and all) threads.
 //!
-//! * `hit`: `get` of a completed key; 200k keys prefilled, read in random order.
-//!   Two more idemstore rows read the same keys in batches of 64:
-//!   `idemstore_pinned` through `Store::pinned` (one pin per batch) and
-//!   `idemstore_many` through `Store::get_many` (one pin, misses overlapped);
-//!   `IDEMSTORE_BENCH_ONLY` names them so.
+//! The headline rows hold a user's traffic: 2M keys prefilled (a working
+//! set several times the last-level cache, so a read of a random key
+//! misses it as a production store's reads do), filled in one random
+//! order and read in another, unrelated one (a store that allocates its
+//! entries one by one lays them out in insertion order, and reads that
+//! followed that order would walk memory forwards).
+//!
+//! * `hit`: `get` of a completed key, `u64 -> u64`. Two more idemstore
+//!   rows read the same keys in batches of 64: `idemstore_pinned` through
+//!   `Store::pinned` (one pin per batch) and `idemstore_many` through
+//!   `Store::get_many` (one pin, misses overlapped); `IDEMSTORE_BENCH_ONLY`
+//!   names them so.
 //! * `replay`: `execute` of a completed key (the duplicate's path).
 //! * `fresh`: `execute` of a new key each time (claim + run + complete),
-//!   into a store created empty for each sample.
-//! * `mixed`: 90% replay of a recent key, 10% fresh, TTL 100 ms, background
-//!   expiry every 50 ms.
+//!   into a store created empty for each sample, which grows past the
+//!   last-level cache within the sample (about a million keys a thread).
+//! * `mixed`: 90% replay of one of the thread's 4096 most recent keys, 10%
+//!   fresh, TTL 100 ms, background expiry every 50 ms: retries close
+//!   behind their originals, a working set that stays in cache by design.
+//! * `hit_string`, `replay_string`, `fresh_string`: `hit`, `replay` and
+//!   `fresh` on `String(36) -> Vec<u8>(256)`: UUID-like keys, as an
+//!   `Idempotency-Key` header carries, and 256-byte values (the shape of
+//!   the memory bench). Every `get` returns a clone of the value (an
+//!   allocation and a 256-byte copy), on every subject; a subject whose
+//!   API takes the key by value clones the caller's key (see
+//!   `common::Subject`).
 //! * `floor`: not a subject but the machine: one random 64-byte line per
 //!   operation over as many lines as `hit` has keys, with the loads
 //!   overlapped (`independent`) or chained (`dependent`), and `hashmap`,
 //!   `hit` on a plain `HashMap` read with no synchronisation at all, and
 //!   the `boxed` rows, an entry behind a pointer read with no pin and under
 //!   three kinds of pin. They show how much of `hit` is memory latency, and
-//!   how much the pin. `IDEMSTORE_BENCH_ONLY`
-//!   admits them as `floor`.
-//! * `fresh/dashmap_two_phase`: not a subject but a reference: `fresh` on
-//!   dashmap with the operation run between two lock holds (rule 2 of
-//!   SEMANTICS.md) instead of inside one. `IDEMSTORE_BENCH_ONLY` admits it
-//!   as `dashmap_two_phase`.
+//!   how much the pin. `IDEMSTORE_BENCH_ONLY` admits them as `floor`.
+//! * `fresh/dashmap_two_phase` (and `fresh_string/`): not a subject but a
+//!   reference: `fresh` on dashmap with the operation run between two lock
+//!   holds (rule 2 of SEMANTICS.md) instead of inside one.
+//!   `IDEMSTORE_BENCH_ONLY` admits it as `dashmap_two_phase`.
 //! * `paired`: `hit` and `replay` again, idemstore and one peer (dashmap,
 //!   quick_cache) timed back to back within every sample, in alternating
 //!   order. The summary gives the median of the samples' ratios: a ratio of
@@ -38,92 +53,160 @@
 //! `IDEMSTORE_BENCH_QUICK=1`) for a short run. `IDEMSTORE_BENCH_ONLY=idemstore`
 //! restricts the subjects (handy under `perf record`). A summary table with
 //! idemstore's ratio to each peer is printed at the end.
+//!
+//! Variants, never the headline, named in `IDEMSTORE_BENCH_VARIANT`
+//! (comma-separated): `in_cache`, 200k keys, whose `u64` tables fit the
+//! last-level cache; `insertion_order`, the keys filled in the order they
+//! are read, as retries that follow their originals would read them.
+//! `IDEMSTORE_BENCH_HIT_KEYS=<n>` sets the key count outright.
 
 mod common;
 
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::{run_threads, splitmix, thread_counts, Cfg, Rng, Subject};
+use common::{run_threads, thread_counts, Cfg, Key, Rng, Subject, Val};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
 
-/// Keys prefilled for `hit` and `replay` (and lines in `floor`): 200k, or
-/// `IDEMSTORE_BENCH_HIT_KEYS` to see how the cost moves with the working set.
-fn hit_keys_count() -> usize {
-    std::env::var("IDEMSTORE_BENCH_HIT_KEYS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(200_000)
+// ---------------------------------------------------------------- variants
+
+/// Keys prefilled for the read rows (and lines in `floor`) in the headline.
+const HEADLINE_KEYS: usize = 2_000_000;
+/// Keys in the `in_cache` variant.
+const IN_CACHE_KEYS: usize = 200_000;
+/// Keys when criterion only checks that the benches run.
+const CHECK_KEYS: usize = 10_000;
+
+/// The read rows' working set and fill order.
+struct Variant {
+    keys: usize,
+    /// Filled in their read order, rather than an order unrelated to it.
+    insertion_order: bool,
+}
+
+/// The headline, or what `IDEMSTORE_BENCH_VARIANT` and
+/// `IDEMSTORE_BENCH_HIT_KEYS` ask for.
+fn variant() -> &'static Variant {
+    static VARIANT: OnceLock<Variant> = OnceLock::new();
+    VARIANT.get_or_init(|| {
+        let names = std::env::var("IDEMSTORE_BENCH_VARIANT").unwrap_or_default();
+        let mut v = Variant {
+            keys: HEADLINE_KEYS,
+            insertion_order: false,
+        };
+        for name in names.split(',').filter(|n| !n.is_empty()) {
+            match name {
+                "in_cache" => v.keys = IN_CACHE_KEYS,
+                "insertion_order" => v.insertion_order = true,
+                other => panic!(
+                    "IDEMSTORE_BENCH_VARIANT: unknown variant {other:?} (in_cache, insertion_order)"
+                ),
+            }
+        }
+        if let Some(n) = std::env::var("IDEMSTORE_BENCH_HIT_KEYS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .filter(|&n| n > 0)
+        {
+            v.keys = n;
+        }
+        if !common::measuring() {
+            v.keys = v.keys.min(CHECK_KEYS);
+        }
+        v
+    })
+}
+
+impl Variant {
+    /// What the summary says of the run.
+    fn describe(&self) -> String {
+        let order = if self.insertion_order {
+            "filled in the order they are read (variant insertion_order)"
+        } else {
+            "filled in an order unrelated to the read order"
+        };
+        let which = if self.keys == HEADLINE_KEYS && !self.insertion_order {
+            "the headline"
+        } else {
+            "a variant, not the headline"
+        };
+        format!("{} keys, {order}: {which}", self.keys)
+    }
 }
 
 fn selected<S: Subject>() -> bool {
     common::selected(S::NAME)
 }
 
-/// The prefilled keys, in a random order shared by all subjects.
-fn hit_keys() -> Arc<[u64]> {
-    let mut keys: Vec<u64> = (0..hit_keys_count() as u64).map(splitmix).collect();
+/// The prefilled keys, in the random order they are read in, shared by all
+/// subjects.
+fn read_order<K: Key>() -> Arc<[K]> {
+    let mut keys: Vec<K> = (0..variant().keys as u64).map(K::nth).collect();
     Rng::new(7).shuffle(&mut keys);
     keys.into()
 }
 
-/// The order `hit`'s keys are filled in: their read order, or, with
-/// `IDEMSTORE_BENCH_PREFILL_SHUFFLED` set to anything but empty or `0`, an
-/// order unrelated to it.
-fn fill_order(keys: &[u64]) -> Vec<u64> {
-    let mut order = keys.to_vec();
-    let shuffled =
-        std::env::var("IDEMSTORE_BENCH_PREFILL_SHUFFLED").is_ok_and(|v| !v.is_empty() && v != "0");
-    if shuffled {
+/// The order, as indices into the read order, in which the keys are filled:
+/// an unrelated random one, or with `insertion_order` the read order.
+fn fill_order(len: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    if !variant().insertion_order {
         Rng::new(11).shuffle(&mut order);
     }
     order
 }
 
-/// Fills a subject with `keys` in [`fill_order`]: their read order, or an
-/// order unrelated to it. A
-/// store that allocates entries one by one lays them out in insertion order,
-/// so reads that follow that order (as retries follow their originals) walk
-/// memory forwards; the shuffled fill shows the cost of a read whose entry
-/// is nowhere near the previous one's.
-fn prefilled<S: Subject>(keys: &[u64]) -> S {
-    let subject = S::new(&Cfg::untimed(keys.len() * 2));
-    for k in fill_order(keys) {
-        subject.execute(k, || k ^ 1);
+/// A subject holding `keys`, filled in [`fill_order`], every key checked.
+fn prefilled<S: Subject>(keys: &[S::K]) -> S {
+    let subject = S::new(&Cfg::untimed(keys.len()));
+    for i in fill_order(keys.len()) {
+        let k = &keys[i];
+        subject.execute(k, || k.value());
     }
     subject.settle();
     let hits = keys
         .iter()
-        .filter(|&&k| subject.get(k) == Some(k ^ 1))
+        .filter(|k| subject.get(k) == Some(k.value()))
         .count();
     assert_eq!(hits, keys.len(), "{}: prefilled keys missing", S::NAME);
     subject
 }
+
+// ------------------------------------------------------------------- reads
+
+/// The groups of the read rows: `hit` and `replay`, on `u64` keys.
+const U64_READS: [&str; 2] = ["hit", "replay"];
+/// The same on `String` keys.
+const STRING_READS: [&str; 2] = ["hit_string", "replay_string"];
 
 /// Each thread starts at its own offset in the shared random order.
 fn start_of(tid: usize, len: usize) -> usize {
     (tid * 7919 * 31) % len
 }
 
-fn bench_reads<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>, replay: bool) {
+/// The rows of `groups` (`hit`, then `replay`) for `S`, on one prefill.
+fn reads<S: Subject>(c: &mut Criterion, keys: &Arc<[S::K]>, groups: [&str; 2]) {
     if !selected::<S>() {
         return;
     }
     let subject = prefilled::<S>(keys);
-    read_rows(g, S::NAME, keys, |k| read_one(&subject, k, replay));
+    for (group, replay) in groups.into_iter().zip([false, true]) {
+        let mut g = c.benchmark_group(group);
+        read_rows(&mut g, S::NAME, keys, |k| read_one(&subject, k, replay));
+        g.finish();
+    }
 }
 
 /// One read of `hit` (a `get`), or with `replay` one of `replay` (a
 /// replaying `execute`).
 #[inline]
-fn read_one<S: Subject>(subject: &S, key: u64, replay: bool) {
+fn read_one<S: Subject>(subject: &S, key: &S::K, replay: bool) {
     if replay {
-        black_box(subject.execute(key, || key));
+        black_box(subject.execute(key, || key.value()));
     } else {
         black_box(subject.get(key));
     }
@@ -131,17 +214,48 @@ fn read_one<S: Subject>(subject: &S, key: u64, replay: bool) {
 
 /// A row per thread count of `read`, each thread going through `keys` in
 /// order from its own offset.
-fn read_rows(
+fn read_rows<T: Send + Sync>(
     g: &mut BenchmarkGroup<'_, WallTime>,
     name: &str,
-    keys: &Arc<[u64]>,
-    read: impl Fn(u64) + Sync,
+    keys: &Arc<[T]>,
+    read: impl Fn(&T) + Sync,
 ) {
     read_rows_with(g, name, keys, || (), |_, k| read(k));
 }
 
-fn hit<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
-    bench_reads::<S>(g, keys, false);
+/// [`read_rows`] for reads that need per-thread state, made by `local` on
+/// the thread that uses it, inside the timed window (once a sample).
+fn read_rows_with<T: Send + Sync, L>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    keys: &Arc<[T]>,
+    local: impl Fn() -> L + Sync,
+    read: impl Fn(&L, &T) + Sync,
+) {
+    for threads in thread_counts() {
+        g.throughput(Throughput::Elements(threads as u64));
+        g.bench_function(BenchmarkId::new(name, format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                run_threads(threads, |tid| {
+                    let local = local();
+                    read_keys(keys, tid, iters, |k| read(&local, k));
+                })
+            })
+        });
+    }
+}
+
+/// Thread `tid`'s share of a read row: `iters` reads of `keys` in order,
+/// from the thread's own offset.
+fn read_keys<T>(keys: &[T], tid: usize, iters: u64, mut read: impl FnMut(&T)) {
+    let mut i = start_of(tid, keys.len());
+    for _ in 0..iters {
+        read(&keys[i]);
+        i += 1;
+        if i == keys.len() {
+            i = 0;
+        }
+    }
 }
 
 /// Reads per batch in the batched `hit` rows.
@@ -179,45 +293,53 @@ impl Batched {
     }
 }
 
-fn hit_batched(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>, way: Batched) {
-    if !common::selected(way.name()) {
+/// The batched `hit` rows, on one prefilled store.
+fn hit_batched(c: &mut Criterion, keys: &Arc<[u64]>) {
+    let ways: Vec<Batched> = Batched::ALL
+        .into_iter()
+        .filter(|w| common::selected(w.name()))
+        .collect();
+    if ways.is_empty() {
         return;
     }
     let subject = prefilled::<common::Idem>(keys);
     let store = &subject.0;
-    for threads in thread_counts() {
-        g.throughput(Throughput::Elements(threads as u64));
-        g.bench_function(BenchmarkId::new(way.name(), format!("{threads}t")), |b| {
-            b.iter_custom(|iters| {
-                run_threads(threads, |tid| {
-                    let mut i = start_of(tid, keys.len());
-                    let mut left = iters as usize;
-                    while left > 0 {
-                        let n = left.min(BATCH).min(keys.len() - i);
-                        left -= n;
-                        let batch = &keys[i..i + n];
-                        match way {
-                            Batched::Pinned => store.pinned(|pinned| {
-                                for key in batch {
-                                    black_box(pinned.get(key));
+    let mut g = c.benchmark_group(U64_READS[0]);
+    for way in ways {
+        for threads in thread_counts() {
+            g.throughput(Throughput::Elements(threads as u64));
+            g.bench_function(BenchmarkId::new(way.name(), format!("{threads}t")), |b| {
+                b.iter_custom(|iters| {
+                    run_threads(threads, |tid| {
+                        let mut i = start_of(tid, keys.len());
+                        let mut left = iters as usize;
+                        while left > 0 {
+                            let n = left.min(BATCH).min(keys.len() - i);
+                            left -= n;
+                            let batch = &keys[i..i + n];
+                            match way {
+                                Batched::Pinned => store.pinned(|pinned| {
+                                    for key in batch {
+                                        black_box(pinned.get(key));
+                                    }
+                                }),
+                                Batched::Many => {
+                                    black_box(store.get_many(batch));
                                 }
-                            }),
-                            Batched::Many => {
-                                black_box(store.get_many(batch));
                             }
+                            i = (i + n) % keys.len();
                         }
-                        i = (i + n) % keys.len();
-                    }
+                    })
                 })
-            })
-        });
+            });
+        }
     }
+    g.finish();
 }
 
-fn replay<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
-    bench_reads::<S>(g, keys, true);
-}
+// ------------------------------------------------------------------- fresh
 
+/// The `fresh` rows of `S`, one a thread count.
 fn fresh<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>) {
     if !selected::<S>() {
         return;
@@ -226,14 +348,18 @@ fn fresh<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>) {
         g.throughput(Throughput::Elements(threads as u64));
         g.bench_function(BenchmarkId::new(S::NAME, format!("{threads}t")), |b| {
             b.iter_custom(|iters| {
+                // Each thread's new keys, made before the timed window (a
+                // String key's formatting would cost more than some
+                // subjects' whole claim).
+                let keys: Vec<Vec<S::K>> = (0..threads as u64)
+                    .map(|t| (0..iters).map(|i| S::K::nth(t << 40 | i)).collect())
+                    .collect();
                 // A new, empty subject per sample: memory stays bounded and
                 // every sample pays the same growth.
                 let subject = S::new(&Cfg::untimed(iters as usize * threads));
                 let elapsed = run_threads(threads, |tid| {
-                    let base = (tid as u64) << 40;
-                    for i in 0..iters {
-                        let k = splitmix(base | i);
-                        black_box(subject.execute(k, || k));
+                    for k in &keys[tid] {
+                        black_box(subject.execute(k, || k.value()));
                     }
                 });
                 drop(subject);
@@ -241,6 +367,16 @@ fn fresh<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>) {
             })
         });
     }
+}
+
+/// The `fresh` group of keys of type `K`: every subject, then the
+/// two-phase dashmap.
+fn fresh_group<K: Key>(c: &mut Criterion, group: &str) {
+    let mut g = c.benchmark_group(group);
+    g.sampling_mode(SamplingMode::Flat);
+    common::for_each_subject!(K; fresh(&mut g));
+    fresh::<DashTwoPhase<K>>(&mut g);
+    g.finish();
 }
 
 /// An entry behind a pointer, as idemstore's nodes are: its key, a state
@@ -263,8 +399,7 @@ struct EpochWord(AtomicU64);
 /// The `boxed_*` rows of `floor`: what a read-side pin costs a read whose
 /// entry lies behind a pointer, the cost "What limits it" in BENCHMARKS.md
 /// splits out of `hit`. The keys of `hit` in a `HashMap` of boxed entries,
-/// made in the order they are read (as `hit` fills its subjects; scattered
-/// with `IDEMSTORE_BENCH_PREFILL_SHUFFLED`), read four ways:
+/// made in the order `hit` fills its subjects, read four ways:
 ///
 /// * `boxed`: no pin, the pointer chase alone.
 /// * `boxed_epoch`: under a crossbeam-epoch pin of a collector of the
@@ -283,7 +418,8 @@ struct EpochWord(AtomicU64);
 /// advancing the epoch that crossbeam-epoch's own row includes.
 fn boxed_rows(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
     let mut table: HashMap<u64, Box<Boxed>, ahash::RandomState> = HashMap::default();
-    for key in fill_order(keys) {
+    for i in fill_order(keys.len()) {
+        let key = keys[i];
         let entry = Boxed {
             key,
             state: AtomicU64::new(COMPLETED),
@@ -292,10 +428,10 @@ fn boxed_rows(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
         };
         table.insert(key, Box::new(entry));
     }
-    let read = |key: u64| {
-        let entry = table.get(&key)?;
+    let read = |key: &u64| {
+        let entry = table.get(key)?;
         let done = entry.state.load(Ordering::Acquire) == COMPLETED;
-        (done && entry.key == key).then_some(entry.value)
+        (done && entry.key == *key).then_some(entry.value)
     };
     read_rows(g, "boxed", keys, |k| {
         black_box(read(k));
@@ -328,41 +464,6 @@ fn boxed_rows(g: &mut BenchmarkGroup<'_, WallTime>, keys: &Arc<[u64]>) {
         black_box(read(k));
         word.0.store(0, Ordering::Release);
     });
-}
-
-/// [`read_rows`] for reads that need per-thread state, made by `local` on
-/// the thread that uses it, inside the timed window (once a sample).
-fn read_rows_with<L>(
-    g: &mut BenchmarkGroup<'_, WallTime>,
-    name: &str,
-    keys: &Arc<[u64]>,
-    local: impl Fn() -> L + Sync,
-    read: impl Fn(&L, u64) + Sync,
-) {
-    for threads in thread_counts() {
-        g.throughput(Throughput::Elements(threads as u64));
-        g.bench_function(BenchmarkId::new(name, format!("{threads}t")), |b| {
-            b.iter_custom(|iters| {
-                run_threads(threads, |tid| {
-                    let local = local();
-                    read_keys(keys, tid, iters, |k| read(&local, k));
-                })
-            })
-        });
-    }
-}
-
-/// Thread `tid`'s share of a read row: `iters` reads of `keys` in order,
-/// from the thread's own offset.
-fn read_keys(keys: &[u64], tid: usize, iters: u64, mut read: impl FnMut(u64)) {
-    let mut i = start_of(tid, keys.len());
-    for _ in 0..iters {
-        read(keys[i]);
-        i += 1;
-        if i == keys.len() {
-            i = 0;
-        }
-    }
 }
 
 /// A line of the floor's array: one per key.
@@ -398,11 +499,11 @@ fn floor(c: &mut Criterion, keys: &Arc<[u64]>) {
     let mut table: HashMap<u64, (u64, u64), ahash::RandomState> = HashMap::default();
     table.extend(keys.iter().map(|&k| (k, (k ^ 1, u64::MAX))));
     read_rows(&mut g, "hashmap", keys, |k| {
-        black_box(table.get(&k).map(|e| e.0));
+        black_box(table.get(k).map(|e| e.0));
     });
     drop(table);
     boxed_rows(&mut g, keys);
-    let n = hit_keys_count();
+    let n = keys.len();
     let mut order: Vec<usize> = (0..n).collect();
     Rng::new(11).shuffle(&mut order);
     let mut lines: Vec<Line> = (0..n).map(|_| Line([0; 8])).collect();
@@ -430,48 +531,52 @@ fn floor(c: &mut Criterion, keys: &Arc<[u64]>) {
 /// dashmap with rule 2 of SEMANTICS.md applied and nothing else, for
 /// `fresh`: the claim inserts a pending entry under one lock hold, the
 /// operation runs with no lock held, and the completion stores its value
-/// under a second hold. No waiting (a duplicate of a pending key gets 0),
-/// tokens, leases or expiry, and the same `(value, state)` entries as the
-/// `dashmap` subject, whose idiom runs the operation inside its one hold.
-/// `fresh` runs it as it runs the subjects, but it is not one of them: it
-/// is a reference, the cost of the two holds an idempotency store must
-/// take, on the cheapest locked table.
-struct DashTwoPhase(dashmap::DashMap<u64, (u64, u64), ahash::RandomState>);
+/// under a second hold. No waiting (a duplicate of a pending key gets the
+/// default value), tokens, leases or expiry, and the same `(value, state)`
+/// entries as the `dashmap` subject, whose idiom runs the operation inside
+/// its one hold. `fresh` runs it as it runs the subjects, but it is not one
+/// of them: it is a reference, the cost of the two holds an idempotency
+/// store must take, on the cheapest locked table.
+struct DashTwoPhase<K: Key = u64>(dashmap::DashMap<K, (Val<K>, u64), ahash::RandomState>);
 
-impl DashTwoPhase {
-    const PENDING: u64 = 0;
-    const DONE: u64 = u64::MAX;
-}
+const PENDING: u64 = 0;
+const DONE: u64 = u64::MAX;
 
-impl Subject for DashTwoPhase {
+impl<K: Key> Subject for DashTwoPhase<K> {
     const NAME: &'static str = "dashmap_two_phase";
+    type K = K;
     fn new(_: &Cfg) -> Self {
         DashTwoPhase(dashmap::DashMap::with_hasher(ahash::RandomState::new()))
     }
-    fn get(&self, key: u64) -> Option<u64> {
-        let entry = self.0.get(&key)?;
-        (entry.1 == Self::DONE).then_some(entry.0)
+    fn get(&self, key: &K) -> Option<Val<K>> {
+        let entry = self.0.get(key)?;
+        (entry.1 == DONE).then(|| entry.0.clone())
     }
-    fn execute(&self, key: u64, op: impl FnOnce() -> u64) -> u64 {
+    fn execute(&self, key: &K, op: impl FnOnce() -> Val<K>) -> Val<K> {
         use dashmap::mapref::entry::Entry;
-        match self.0.entry(key) {
-            Entry::Occupied(e) => return e.get().0,
+        match self.0.entry(key.clone()) {
+            Entry::Occupied(e) => return e.get().0.clone(),
             Entry::Vacant(e) => {
-                e.insert((0, Self::PENDING));
+                e.insert((Val::<K>::default(), PENDING));
             }
         }
         let value = op();
-        if let Some(mut e) = self.0.get_mut(&key) {
-            *e = (value, Self::DONE);
+        if let Some(mut e) = self.0.get_mut(key) {
+            *e = (value.clone(), DONE);
         }
         value
     }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
 }
+
+// ------------------------------------------------------------------- mixed
 
 /// Unique fresh keys across threads and samples of `mixed`.
 static NEXT_BASE: AtomicU64 = AtomicU64::new(1);
 
-fn mixed<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>) {
+fn mixed<S: Subject<K = u64>>(g: &mut BenchmarkGroup<'_, WallTime>) {
     if !selected::<S>() {
         return;
     }
@@ -495,7 +600,7 @@ fn mixed<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>) {
                         let r = rng.next();
                         let k = if filled == 0 || r % 10 == 0 {
                             made += 1;
-                            let k = splitmix(base | made);
+                            let k = u64::nth(base | made);
                             recent[next] = k;
                             next = (next + 1) % recent.len();
                             filled = (filled + 1).min(recent.len());
@@ -503,7 +608,7 @@ fn mixed<S: Subject>(g: &mut BenchmarkGroup<'_, WallTime>) {
                         } else {
                             recent[(r >> 8) as usize % filled]
                         };
-                        black_box(subject.execute(k, || k));
+                        black_box(subject.execute(&k, || k));
                     }
                 })
             })
@@ -547,7 +652,7 @@ fn paired(c: &mut Criterion, keys: &Arc<[u64]>) {
 }
 
 /// `paired/hit_P` and `paired/replay_P`, on the keys of `hit`.
-fn paired_reads<P: Subject>(
+fn paired_reads<P: Subject<K = u64>>(
     g: &mut BenchmarkGroup<'_, WallTime>,
     keys: &Arc<[u64]>,
     idem: &common::Idem,
@@ -571,7 +676,7 @@ fn paired_reads<P: Subject>(
 /// replaying `execute`), as `hit` and `replay` read.
 fn timed_reads<S: Subject>(
     subject: &S,
-    keys: &[u64],
+    keys: &[S::K],
     replay: bool,
     threads: usize,
     iters: u64,
@@ -643,37 +748,36 @@ fn print_paired() {
 
 fn main() {
     let mut c: Criterion = common::criterion();
-    let keys = hit_keys();
 
-    let mut g = c.benchmark_group("hit");
-    common::for_each_subject!(hit(&mut g, &keys));
-    for way in Batched::ALL {
-        hit_batched(&mut g, &keys, way);
-    }
-    g.finish();
-
+    let keys: Arc<[u64]> = read_order();
+    common::for_each_subject!(reads(&mut c, &keys, U64_READS));
+    hit_batched(&mut c, &keys);
     floor(&mut c, &keys);
-
-    let mut g = c.benchmark_group("replay");
-    common::for_each_subject!(replay(&mut g, &keys));
-    g.finish();
-
-    let mut g = c.benchmark_group("fresh");
-    g.sampling_mode(SamplingMode::Flat);
-    common::for_each_subject!(fresh(&mut g));
-    fresh::<DashTwoPhase>(&mut g);
-    g.finish();
-
+    fresh_group::<u64>(&mut c, "fresh");
     let mut g = c.benchmark_group("mixed");
     common::for_each_subject!(mixed(&mut g));
     g.finish();
-
     paired(&mut c, &keys);
+    drop(keys);
+
+    let keys: Arc<[String]> = read_order();
+    common::for_each_subject!(String; reads(&mut c, &keys, STRING_READS));
+    drop(keys);
+    fresh_group::<String>(&mut c, "fresh_string");
 
     c.final_summary();
-    println!("\nMedians, ns per operation per thread (each thread runs the measured count):");
+    println!("\nRead rows: {}.", variant().describe());
+    println!("Medians, ns per operation per thread (each thread runs the measured count); *_string: String(36) -> Vec<u8>(256):");
     common::print_summary(
-        &["hit", "replay", "fresh", "mixed"],
+        &[
+            "hit",
+            "replay",
+            "fresh",
+            "mixed",
+            "hit_string",
+            "replay_string",
+            "fresh_string",
+        ],
         &common::thread_params(),
         "ns",
         1.0,
@@ -699,12 +803,10 @@ fn main() {
     ] {
         print_reference("floor", way, what, "hit");
     }
-    print_reference(
-        "fresh",
-        DashTwoPhase::NAME,
-        "claim and complete, two lock holds",
-        "fresh",
-    );
+    for group in ["fresh", "fresh_string"] {
+        let what = "claim and complete, two lock holds";
+        print_reference(group, DashTwoPhase::<u64>::NAME, what, group);
+    }
     print_paired();
 }
 

@@ -1,13 +1,16 @@
-//! What the timing benches share: the five subjects behind one trait, the
-//! thread harness, the quick mode, and the summary table read back from
-//! criterion's own estimates.
+//! What the benches share: the five subjects behind one trait, generic
+//! over the two shapes of entry (`u64 -> u64` and `String(36) ->
+//! Vec<u8>(256)`), the thread harness, the quick mode, and the summary
+//! table read back from criterion's own estimates.
 //!
-//! Every subject uses `ahash` for u64 keys, so the benches compare the
-//! tables and their synchronisation, not hash functions.
+//! Every subject uses `ahash`, so the benches compare the tables and their
+//! synchronisation, not hash functions.
 
 #![allow(dead_code)] // Each bench binary uses a different part.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::Hash;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Condvar, Mutex, OnceLock, Weak};
@@ -38,24 +41,97 @@ impl Cfg {
     }
 }
 
-/// One contender: the same two operations on every crate.
+// --------------------------------------------------------------- the shapes
+
+/// A key type the benches run with, and the value stored under each key.
+pub trait Key: Hash + Eq + Clone + Debug + Send + Sync + 'static {
+    type Value: Clone + Default + PartialEq + Debug + Send + Sync + 'static;
+    /// How a table row names the shape.
+    const SHAPE: &'static str;
+    /// Heap bytes of payload an entry carries (the key's and the value's
+    /// own allocations), which the memory bench subtracts.
+    const PAYLOAD: usize;
+    /// The workload's `i`-th key: distinct for distinct `i`.
+    fn nth(i: u64) -> Self;
+    /// The value stored under `self`.
+    fn value(&self) -> Self::Value;
+}
+
+/// `u64 -> u64`: a well-mixed key, and the key with its low bit flipped.
+impl Key for u64 {
+    type Value = u64;
+    const SHAPE: &'static str = "u64 -> u64";
+    const PAYLOAD: usize = 0;
+    #[inline]
+    fn nth(i: u64) -> Self {
+        splitmix(i)
+    }
+    #[inline]
+    fn value(&self) -> u64 {
+        self ^ 1
+    }
+}
+
+/// `String(36) -> Vec<u8>(256)`: a UUID-like key, as an `Idempotency-Key`
+/// header carries, and a 256-byte response.
+impl Key for String {
+    type Value = Vec<u8>;
+    const SHAPE: &'static str = "String(36) -> Vec<u8>(256)";
+    const PAYLOAD: usize = 36 + 256;
+    fn nth(i: u64) -> Self {
+        uuid_like(i)
+    }
+    fn value(&self) -> Vec<u8> {
+        vec![self.as_bytes()[0]; 256]
+    }
+}
+
+/// 36 characters in the layout of a UUID, distinct for distinct `i`.
+pub fn uuid_like(i: u64) -> String {
+    let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let s = format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        x >> 32,
+        (x >> 16) & 0xffff,
+        x & 0xffff,
+        i & 0xffff,
+        i & 0xffff_ffff_ffff
+    );
+    debug_assert_eq!(s.len(), 36);
+    s
+}
+
+/// The value type stored under keys of type `K`.
+pub type Val<K> = <K as Key>::Value;
+
+// ------------------------------------------------------------- the subjects
+
+/// One contender: the same two operations on every crate. Keys come in by
+/// reference, as a caller holding its request's key has them; a subject
+/// whose API takes the key by value clones it, on every call, which is
+/// what that API costs such a caller.
 pub trait Subject: Send + Sync + Sized + 'static {
     const NAME: &'static str;
+    type K: Key;
     fn new(cfg: &Cfg) -> Self;
     /// A read of a completed key.
-    fn get(&self, key: u64) -> Option<u64>;
+    fn get(&self, key: &Self::K) -> Option<Val<Self::K>>;
     /// Idempotent execution: run `op` once per key, others get its value.
-    fn execute(&self, key: u64, op: impl FnOnce() -> u64) -> u64;
-    /// Finishes deferred bookkeeping after a prefill (moka's write buffers).
+    fn execute(&self, key: &Self::K, op: impl FnOnce() -> Val<Self::K>) -> Val<Self::K>;
+    /// Finishes deferred bookkeeping after a prefill (moka's write buffers,
+    /// idemstore's retired bucket arrays).
     fn settle(&self) {}
+    /// Entries held.
+    fn len(&self) -> usize;
 }
 
 // ---------------------------------------------------------------- idemstore
 
-pub struct Idem(pub Store<u64, u64>);
+pub struct Idem<K: Key = u64>(pub Store<K, Val<K>>);
 
-impl Subject for Idem {
+impl<K: Key> Subject for Idem<K> {
     const NAME: &'static str = "idemstore";
+    type K = K;
     fn new(cfg: &Cfg) -> Self {
         let mut b = Store::builder().sweep_interval(cfg.sweep_interval);
         if let Some(ttl) = cfg.ttl {
@@ -64,24 +140,36 @@ impl Subject for Idem {
         Idem(b.build().expect("valid config"))
     }
     #[inline]
-    fn get(&self, key: u64) -> Option<u64> {
-        self.0.get(&key)
+    fn get(&self, key: &K) -> Option<Val<K>> {
+        self.0.get(key)
     }
     #[inline]
-    fn execute(&self, key: u64, op: impl FnOnce() -> u64) -> u64 {
-        match self.0.execute(key, || Ok::<_, ()>(op())) {
+    fn execute(&self, key: &K, op: impl FnOnce() -> Val<K>) -> Val<K> {
+        match self.0.execute(key.clone(), || Ok::<_, ()>(op())) {
             Ok(Outcome::Executed(v) | Outcome::Replayed(v)) => v,
             Err(e) => panic!("execute failed: {e:?}"),
         }
+    }
+    fn settle(&self) {
+        // Bucket arrays retired while growing are freed once the epoch
+        // advances, which pins drive (one collection attempt every 128).
+        let probe = K::nth(0);
+        for _ in 0..100_000 {
+            std::hint::black_box(self.0.get(&probe));
+        }
+    }
+    fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
 // --------------------------------------------------------------------- moka
 
-pub struct Moka(pub moka::sync::Cache<u64, u64, ahash::RandomState>);
+pub struct Moka<K: Key = u64>(pub moka::sync::Cache<K, Val<K>, ahash::RandomState>);
 
-impl Subject for Moka {
+impl<K: Key> Subject for Moka<K> {
     const NAME: &'static str = "moka";
+    type K = K;
     fn new(cfg: &Cfg) -> Self {
         // A TTL as a user would configure one (24 h when the workload has
         // none); unbounded size, like the store.
@@ -93,39 +181,54 @@ impl Subject for Moka {
         )
     }
     #[inline]
-    fn get(&self, key: u64) -> Option<u64> {
-        self.0.get(&key)
+    fn get(&self, key: &K) -> Option<Val<K>> {
+        self.0.get(key)
     }
     #[inline]
-    fn execute(&self, key: u64, op: impl FnOnce() -> u64) -> u64 {
-        self.0.get_with(key, op)
+    fn execute(&self, key: &K, op: impl FnOnce() -> Val<K>) -> Val<K> {
+        self.0.get_with(key.clone(), op)
     }
     fn settle(&self) {
         self.0.run_pending_tasks();
+    }
+    fn len(&self) -> usize {
+        self.0.entry_count() as usize
     }
 }
 
 // -------------------------------------------------------------- quick_cache
 
-pub struct Quick(pub quick_cache::sync::Cache<u64, u64>);
+pub struct Quick<K: Key = u64>(pub quick_cache::sync::Cache<K, Val<K>>);
 
-impl Subject for Quick {
+impl<K: Key> Subject for Quick<K> {
     const NAME: &'static str = "quick_cache";
+    type K = K;
     fn new(cfg: &Cfg) -> Self {
-        // No TTL in quick_cache: sized so nothing is evicted (its default
-        // hasher is ahash with the `ahash` feature).
-        Quick(quick_cache::sync::Cache::new(cfg.capacity.max(1024)))
+        // No TTL in quick_cache: sized for the entries the run creates,
+        // with twice that weight so none is evicted (its default hasher is
+        // ahash with the `ahash` feature).
+        let items = cfg.capacity.max(1024);
+        Quick(quick_cache::sync::Cache::with(
+            items,
+            2 * items as u64,
+            Default::default(),
+            Default::default(),
+            Default::default(),
+        ))
     }
     #[inline]
-    fn get(&self, key: u64) -> Option<u64> {
-        self.0.get(&key)
+    fn get(&self, key: &K) -> Option<Val<K>> {
+        self.0.get(key)
     }
     #[inline]
-    fn execute(&self, key: u64, op: impl FnOnce() -> u64) -> u64 {
-        match self.0.get_or_insert_with(&key, || Ok::<_, ()>(op())) {
+    fn execute(&self, key: &K, op: impl FnOnce() -> Val<K>) -> Val<K> {
+        match self.0.get_or_insert_with(key, || Ok::<_, ()>(op())) {
             Ok(v) => v,
             Err(()) => unreachable!(),
         }
+    }
+    fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
@@ -143,151 +246,163 @@ pub fn now_nanos() -> u64 {
     origin().elapsed().as_nanos() as u64
 }
 
-/// Runs `sweep` every `interval` until `owner` is gone: the background
+/// `inner` shared, and with a TTL in `cfg` swept by `sweep` every
+/// `cfg.sweep_interval` until the last share is gone: the background
 /// expiry a user of a TTL-less map would add.
-fn spawn_sweeper<T: Send + Sync + 'static>(owner: &Arc<T>, interval: Duration, sweep: fn(&T)) {
-    let weak: Weak<T> = Arc::downgrade(owner);
-    thread::spawn(move || loop {
-        thread::sleep(interval);
-        match weak.upgrade() {
-            Some(owner) => sweep(&owner),
-            None => return,
-        }
-    });
+fn swept<T: Send + Sync + 'static>(inner: T, cfg: &Cfg, sweep: fn(&T)) -> Arc<T> {
+    let owner = Arc::new(inner);
+    if cfg.ttl.is_some() {
+        let (weak, interval): (Weak<T>, _) = (Arc::downgrade(&owner), cfg.sweep_interval);
+        thread::spawn(move || loop {
+            thread::sleep(interval);
+            match weak.upgrade() {
+                Some(owner) => sweep(&owner),
+                None => return,
+            }
+        });
+    }
+    owner
+}
+
+/// The deadline a peer without TTLs stores beside a value, for `ttl` from
+/// now; never, without one.
+#[inline]
+fn deadline(ttl: Option<u64>) -> u64 {
+    ttl.map_or(u64::MAX, |t| now_nanos() + t)
 }
 
 // ------------------------------------------------------------------ dashmap
 
 /// `(value, expires_at)`; `expires_at` is checked only when a TTL is set.
-pub struct DashInner {
-    pub map: dashmap::DashMap<u64, (u64, u64), ahash::RandomState>,
+pub struct DashInner<K: Key> {
+    pub map: dashmap::DashMap<K, (Val<K>, u64), ahash::RandomState>,
     ttl: Option<u64>,
 }
 
-pub struct Dash(pub Arc<DashInner>);
+pub struct Dash<K: Key = u64>(pub Arc<DashInner<K>>);
 
-impl Subject for Dash {
+impl<K: Key> Subject for Dash<K> {
     const NAME: &'static str = "dashmap";
+    type K = K;
     fn new(cfg: &Cfg) -> Self {
-        let inner = Arc::new(DashInner {
+        let inner = DashInner {
             map: dashmap::DashMap::with_hasher(ahash::RandomState::new()),
             ttl: cfg.ttl.map(|t| t.as_nanos() as u64),
-        });
-        if inner.ttl.is_some() {
-            spawn_sweeper(&inner, cfg.sweep_interval, |d| {
-                let now = now_nanos();
-                d.map.retain(|_, (_, exp)| *exp > now);
-            });
-        }
-        Dash(inner)
+        };
+        Dash(swept(inner, cfg, |d| {
+            let now = now_nanos();
+            d.map.retain(|_, (_, exp)| *exp > now);
+        }))
     }
     #[inline]
-    fn get(&self, key: u64) -> Option<u64> {
-        let entry = self.0.map.get(&key)?;
-        let (v, exp) = *entry;
+    fn get(&self, key: &K) -> Option<Val<K>> {
+        let entry = self.0.map.get(key)?;
+        let (v, exp) = &*entry;
         match self.0.ttl {
-            Some(_) if exp <= now_nanos() => None,
-            _ => Some(v),
+            Some(_) if *exp <= now_nanos() => None,
+            _ => Some(v.clone()),
         }
     }
     #[inline]
-    fn execute(&self, key: u64, op: impl FnOnce() -> u64) -> u64 {
-        match self.0.ttl {
-            // The idempotency idiom: the shard stays write-locked while `op`
-            // runs, which is what makes it run once.
-            None => self.0.map.entry(key).or_insert_with(|| (op(), u64::MAX)).0,
-            Some(ttl) => {
-                use dashmap::mapref::entry::Entry;
-                let now = now_nanos();
-                match self.0.map.entry(key) {
-                    Entry::Occupied(e) if e.get().1 > now => e.get().0,
-                    Entry::Occupied(mut e) => {
-                        let v = op();
-                        e.insert((v, now_nanos() + ttl));
-                        v
-                    }
-                    Entry::Vacant(e) => {
-                        let v = op();
-                        e.insert((v, now_nanos() + ttl));
-                        v
-                    }
-                }
+    fn execute(&self, key: &K, op: impl FnOnce() -> Val<K>) -> Val<K> {
+        use dashmap::mapref::entry::Entry;
+        let ttl = self.0.ttl;
+        let live = |exp: u64| ttl.is_none() || exp > now_nanos();
+        // The idempotency idiom: the shard stays write-locked while `op`
+        // runs, which is what makes it run once.
+        match self.0.map.entry(key.clone()) {
+            Entry::Occupied(e) if live(e.get().1) => e.get().0.clone(),
+            Entry::Occupied(mut e) => {
+                let v = op();
+                e.insert((v.clone(), deadline(ttl)));
+                v
+            }
+            Entry::Vacant(e) => {
+                let v = op();
+                e.insert((v.clone(), deadline(ttl)));
+                v
             }
         }
+    }
+    fn len(&self) -> usize {
+        self.0.map.len()
     }
 }
 
 // ------------------------------------------------- Mutex<HashMap> + Condvar
 
-pub enum Slot {
+pub enum Slot<V> {
     Running,
-    Done(u64, u64),
+    Done(V, u64),
 }
 
-pub struct MutexInner {
-    pub map: Mutex<HashMap<u64, Slot, ahash::RandomState>>,
+pub struct MutexInner<K: Key> {
+    pub map: Mutex<HashMap<K, Slot<Val<K>>, ahash::RandomState>>,
     done: Condvar,
     ttl: Option<u64>,
 }
 
 /// The textbook single-flight: one lock, one condition variable.
-pub struct MutexMap(pub Arc<MutexInner>);
+pub struct MutexMap<K: Key = u64>(pub Arc<MutexInner<K>>);
 
-impl Subject for MutexMap {
+impl<K: Key> Subject for MutexMap<K> {
     const NAME: &'static str = "mutex_hashmap";
+    type K = K;
     fn new(cfg: &Cfg) -> Self {
-        let inner = Arc::new(MutexInner {
+        let inner = MutexInner {
             map: Mutex::new(HashMap::with_hasher(ahash::RandomState::new())),
             done: Condvar::new(),
             ttl: cfg.ttl.map(|t| t.as_nanos() as u64),
-        });
-        if inner.ttl.is_some() {
-            spawn_sweeper(&inner, cfg.sweep_interval, |m| {
-                let now = now_nanos();
-                m.map
-                    .lock()
-                    .unwrap()
-                    .retain(|_, s| !matches!(s, Slot::Done(_, exp) if *exp <= now));
-            });
-        }
-        MutexMap(inner)
+        };
+        MutexMap(swept(inner, cfg, |m| {
+            let now = now_nanos();
+            let mut map = m.map.lock().unwrap();
+            map.retain(|_, s| !matches!(s, Slot::Done(_, exp) if *exp <= now));
+        }))
     }
     #[inline]
-    fn get(&self, key: u64) -> Option<u64> {
+    fn get(&self, key: &K) -> Option<Val<K>> {
         let now = if self.0.ttl.is_some() { now_nanos() } else { 0 };
-        match self.0.map.lock().unwrap().get(&key) {
-            Some(Slot::Done(v, exp)) if *exp > now => Some(*v),
+        match self.0.map.lock().unwrap().get(key) {
+            Some(Slot::Done(v, exp)) if *exp > now => Some(v.clone()),
             _ => None,
         }
     }
-    fn execute(&self, key: u64, op: impl FnOnce() -> u64) -> u64 {
+    fn execute(&self, key: &K, op: impl FnOnce() -> Val<K>) -> Val<K> {
         let now = if self.0.ttl.is_some() { now_nanos() } else { 0 };
         let mut map = self.0.map.lock().unwrap();
         loop {
-            match map.get(&key) {
-                Some(Slot::Done(v, exp)) if *exp > now => return *v,
+            match map.get(key) {
+                Some(Slot::Done(v, exp)) if *exp > now => return v.clone(),
                 Some(Slot::Running) => map = self.0.done.wait(map).unwrap(),
                 _ => break,
             }
         }
-        map.insert(key, Slot::Running);
+        map.insert(key.clone(), Slot::Running);
         drop(map);
         let v = op();
-        let exp = self.0.ttl.map_or(u64::MAX, |t| now_nanos() + t);
-        self.0.map.lock().unwrap().insert(key, Slot::Done(v, exp));
+        let done = Slot::Done(v.clone(), deadline(self.0.ttl));
+        self.0.map.lock().unwrap().insert(key.clone(), done);
         self.0.done.notify_all();
         v
     }
+    fn len(&self) -> usize {
+        self.0.map.lock().unwrap().len()
+    }
 }
 
-/// Calls `$f::<S>($args)` for every subject, idemstore first.
+/// Calls `$f::<S>($args)` for every subject, idemstore first, on `u64`
+/// keys, or on keys of type `$k` with `$k; f(args)`.
 macro_rules! for_each_subject {
-    ($f:ident ( $($arg:expr),* )) => {{
-        $f::<$crate::common::Idem>($($arg),*);
-        $f::<$crate::common::Moka>($($arg),*);
-        $f::<$crate::common::Quick>($($arg),*);
-        $f::<$crate::common::Dash>($($arg),*);
-        $f::<$crate::common::MutexMap>($($arg),*);
+    ($f:ident ( $($arg:expr),* )) => {
+        $crate::common::for_each_subject!(u64; $f($($arg),*))
+    };
+    ($k:ty; $f:ident ( $($arg:expr),* )) => {{
+        $f::<$crate::common::Idem<$k>>($($arg),*);
+        $f::<$crate::common::Moka<$k>>($($arg),*);
+        $f::<$crate::common::Quick<$k>>($($arg),*);
+        $f::<$crate::common::Dash<$k>>($($arg),*);
+        $f::<$crate::common::MutexMap<$k>>($($arg),*);
     }};
 }
 pub(crate) use for_each_subject;
@@ -307,6 +422,13 @@ pub const SUBJECTS: [&str; 5] = [
 pub fn quick() -> bool {
     std::env::args().any(|a| a == "--quick")
         || std::env::var("IDEMSTORE_BENCH_QUICK").is_ok_and(|v| v != "0" && !v.is_empty())
+}
+
+/// Whether criterion measures (`cargo bench`, which passes `--bench`) rather
+/// than only checks that each bench runs (`cargo test --benches`), where
+/// the benches shrink their sizes to seconds.
+pub fn measuring() -> bool {
+    std::env::args().any(|a| a == "--bench")
 }
 
 /// 1 and 2 threads, and `available_parallelism()` when larger.
