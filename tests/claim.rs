@@ -1,4 +1,5 @@
-//! Claiming, duplicates and replays: SEMANTICS rules 1-5, 15 and 16.
+//! Claiming, duplicates and replays: rules 1-5, 15 and 16 of
+//! `docs/semantics.md`.
 
 mod common;
 

@@ -1,5 +1,5 @@
-//! Retention, expiry, sweeping, capacity and time: SEMANTICS rules 11-14
-//! and 18.
+//! Retention, expiry, sweeping, capacity and time: rules 11-14 and 18 of
+//! `docs/semantics.md`.
 
 mod common;
 
@@ -290,4 +290,101 @@ fn a_held_pin_checks_expiry_on_every_read_and_does_not_stop_sweeps() {
             "a new claim's value, not a snapshot"
         );
     });
+}
+
+/// Rule 18: the store's time comes from the clock it was given, a user's
+/// own `Clock` included, in one unit (a `Duration` since any fixed start):
+/// both TTLs and leases follow it, and nothing else.
+#[test]
+fn a_user_clock_drives_ttls_and_leases() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Seconds, set by the test.
+    #[derive(Clone, Default)]
+    struct Seconds(Arc<AtomicU64>);
+
+    impl idemstore::Clock for Seconds {
+        fn now(&self) -> Duration {
+            Duration::from_secs(self.0.load(Ordering::SeqCst))
+        }
+    }
+
+    let clock = Seconds::default();
+    let store: Store<u8, u8> = Store::builder()
+        .ttl(Duration::from_secs(100))
+        .lease(Duration::from_secs(10))
+        .clock(clock.clone())
+        .build()
+        .expect("config");
+    let _ = store.execute(1, || Ok::<_, ()>(1));
+    let Ok(Claim::Owner(_stuck)) = store.claim(2) else {
+        panic!("owner")
+    };
+    // Real time passes, the store's clock does not: nothing changes.
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(store.get(&1), Some(1));
+    assert!(matches!(store.claim(2), Ok(Claim::InFlight(_))));
+
+    clock.0.store(10, Ordering::SeqCst);
+    assert!(
+        matches!(store.claim(2), Ok(Claim::Owner(_))),
+        "the lease passed on the user's clock"
+    );
+    clock.0.store(100, Ordering::SeqCst);
+    assert_eq!(store.get(&1), None, "the TTL passed on the user's clock");
+}
+
+/// Rule 13: a sweep works in bounded steps and lets go of the shard lock
+/// between them, so a claim on the shard being swept gets through while
+/// the sweep is under way: before the claim some expired entries are
+/// gone, after it some are still there. A sweep that held the lock for
+/// its whole pass would let no claim in until it finished.
+#[test]
+fn a_long_sweep_lets_claims_on_its_shard_through() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const EXPIRED: u32 = 200_000;
+    let clock = ManualClock::new();
+    let store: Store<u32, u32> = manual_builder(&clock)
+        .shards(1)
+        .initial_capacity(EXPIRED as usize)
+        .build()
+        .expect("config");
+    // Several tries, in case the scheduler keeps the claiming thread off
+    // the CPU for a whole sweep once.
+    for attempt in 0..5 {
+        for key in 0..EXPIRED {
+            let _ = store.execute(key, || Ok::<_, ()>(key));
+        }
+        clock.advance(TTL);
+        let sweeping = AtomicBool::new(true);
+        let claimer_ready = AtomicBool::new(false);
+        let mid_sweep = std::thread::scope(|s| {
+            let claimer = s.spawn(|| {
+                let mut key = u32::MAX - attempt * 1_000_000;
+                claimer_ready.store(true, Ordering::SeqCst);
+                while sweeping.load(Ordering::SeqCst) {
+                    let before = store.len();
+                    drop(store.claim(key)); // takes the shard's lock
+                    let after = store.len();
+                    if before < EXPIRED as usize && after > 1 {
+                        return true;
+                    }
+                    key -= 1;
+                }
+                false
+            });
+            wait_until("the claiming thread runs", || {
+                claimer_ready.load(Ordering::SeqCst)
+            });
+            assert_eq!(store.sweep(), EXPIRED as usize);
+            sweeping.store(false, Ordering::SeqCst);
+            claimer.join().unwrap()
+        });
+        store.sweep();
+        if mid_sweep {
+            return;
+        }
+    }
+    panic!("no claim on the shard got through during any of five long sweeps");
 }

@@ -1,4 +1,5 @@
-//! Owners that fail and waiters that give up: SEMANTICS rules 6, 7 and 8.
+//! Owners that fail and waiters that give up: rules 6, 7 and 8 of
+//! `docs/semantics.md`.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Stable fingerprints: SEMANTICS rule 17.
+//! Stable fingerprints: rule 17 of `docs/semantics.md`.
 
 use idemstore::Fingerprint;
 

@@ -144,6 +144,14 @@ impl Server {
     /// The orders service behind the layer on 127.0.0.1, an OS-chosen port.
     /// The scope is the `x-tenant` header.
     async fn start(configure: impl FnOnce(IdempotencyLayer) -> IdempotencyLayer) -> Server {
+        Self::start_on(HttpStore::new(), configure).await
+    }
+
+    /// As [`start`](Self::start), on `store`.
+    async fn start_on(
+        store: HttpStore,
+        configure: impl FnOnce(IdempotencyLayer) -> IdempotencyLayer,
+    ) -> Server {
         let (entered_tx, entered) = mpsc::unbounded_channel();
         let (dropped_tx, dropped) = mpsc::unbounded_channel();
         let orders = Arc::new(Orders {
@@ -154,7 +162,6 @@ impl Server {
             release: Notify::new(),
             dropped: dropped_tx,
         });
-        let store = HttpStore::new();
         let layer = IdempotencyLayer::new(store.clone())
             .scope(|parts| {
                 let tenant = parts.headers.get("x-tenant").and_then(|v| v.to_str().ok());
@@ -551,4 +558,24 @@ async fn a_response_over_the_stored_bound_is_sent_but_not_stored() {
         2,
         "nothing to replay, so the handler ran again"
     );
+}
+
+/// A store at its `max_entries` bound refuses a new key with a 503 problem
+/// and runs nothing; the keys it holds still replay (rule 14).
+#[tokio::test]
+async fn a_full_store_is_503_and_runs_nothing() {
+    let store = HttpStore::builder().max_entries(1).build().unwrap();
+    let server = Server::start_on(store, |layer| layer).await;
+    let first = server.order("order-1", "1 kettle").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+
+    let refused = server.order("order-2", "2 mugs").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.problem_code(), "store_full");
+    assert_eq!(server.calls(), 1, "the handler did not run");
+
+    let retry = server.order("order-1", "1 kettle").await;
+    assert_eq!(retry.status, StatusCode::CREATED);
+    assert!(retry.replayed());
+    assert_eq!(server.store.stats().refusals, 1);
 }

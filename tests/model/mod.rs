@@ -1,6 +1,6 @@
-//! A plain, sequential model of the store's semantics (SEMANTICS.md) and a
-//! differential runner that drives a real store and the model with the same
-//! operations and panics on the first divergence.
+//! A plain, sequential model of the store's semantics (`docs/semantics.md`)
+//! and a differential runner that drives a real store and the model with the
+//! same operations and panics on the first divergence.
 //!
 //! Shared by the `ops` fuzz target (`fuzz/fuzz_targets/ops.rs`, which
 //! includes this file by path) and by `tests/fuzz_regressions.rs`, which
