@@ -125,8 +125,10 @@ pub enum ConfigError {
     ZeroTtl,
     /// `lease` was zero: every claim would be taken over at once.
     ZeroLease,
-    /// `lease` was longer than `ttl`. The in-flight lease must be the shorter
-    /// of the two, or a stuck owner would outlive any stored result.
+    /// `lease` and `ttl` were both set, the lease the longer. The in-flight
+    /// lease must be the shorter of the two, or a stuck owner would outlive
+    /// any stored result. (A default never conflicts: with only one of them
+    /// set, the other follows it.)
     LeaseLongerThanTtl,
     /// `shards` was zero, not a power of two, or above 65 536.
     Shards(usize),
