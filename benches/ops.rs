@@ -598,7 +598,7 @@ fn mixed<S: Subject<K = u64>>(g: &mut BenchmarkGroup<'_, WallTime>) {
                     let (mut filled, mut next, mut made) = (0usize, 0usize, 0u64);
                     for _ in 0..iters {
                         let r = rng.next();
-                        let k = if filled == 0 || r % 10 == 0 {
+                        let k = if filled == 0 || r.is_multiple_of(10) {
                             made += 1;
                             let k = u64::nth(base | made);
                             recent[next] = k;

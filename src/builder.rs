@@ -60,6 +60,8 @@ pub struct Builder<K, V, S = RandomState> {
     background_sweeper: bool,
     clock: Option<Box<dyn Clock>>,
     hasher: S,
+    #[cfg(feature = "journal")]
+    pub(crate) journal: crate::journal::Setup<K, V>,
     types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -82,6 +84,8 @@ impl<K, V> Builder<K, V> {
             background_sweeper: true,
             clock: None,
             hasher: RandomState::new(),
+            #[cfg(feature = "journal")]
+            journal: crate::journal::Setup::default(),
             types: PhantomData,
         }
     }
@@ -180,6 +184,8 @@ impl<K, V, S> Builder<K, V, S> {
             background_sweeper: self.background_sweeper,
             clock: self.clock,
             hasher,
+            #[cfg(feature = "journal")]
+            journal: self.journal,
             types: PhantomData,
         }
     }
@@ -237,6 +243,8 @@ where
             shards: settings.shards,
             max_entries: self.max_entries,
             initial_capacity: self.initial_capacity,
+            tokens_from: 0,
+            gate: None,
         };
         let clock = match self.clock {
             Some(clock) => StoreClock::exact(clock),
@@ -244,6 +252,9 @@ where
             None if self.background_sweeper => StoreClock::cached(Box::new(SystemClock::new())),
             None => StoreClock::exact(Box::new(SystemClock::new())),
         };
+        #[cfg(feature = "journal")]
+        let store = self.journal.build(config, clock, self.hasher)?;
+        #[cfg(not(feature = "journal"))]
         let store = Store::from_parts(config, clock, self.hasher);
         if self.background_sweeper {
             store

@@ -9,7 +9,8 @@ use std::time::Duration;
 use ahash::RandomState;
 
 use crate::clock::duration_to_nanos;
-use crate::error::{Superseded, WaitError};
+use crate::error::{CompleteError, Superseded, WaitError};
+use crate::fingerprint::Fingerprint;
 use crate::store::Store;
 use crate::sync::Arc;
 use crate::wait::{Flight, WaitFuture};
@@ -53,6 +54,7 @@ pub struct Ticket<K, V, S = RandomState> {
     key: K,
     hash: u64,
     token: u64,
+    fingerprint: Option<Fingerprint>,
     /// Releases the claim; set while the ticket is still live. A function
     /// pointer made where the store's bounds hold, so `Drop` needs none.
     release: Option<Release<K, V, S>>,
@@ -64,12 +66,19 @@ where
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
-    pub(crate) fn new(store: Store<K, V, S>, key: K, hash: u64, token: u64) -> Self {
+    pub(crate) fn new(
+        store: Store<K, V, S>,
+        key: K,
+        hash: u64,
+        token: u64,
+        fingerprint: Option<Fingerprint>,
+    ) -> Self {
         Ticket {
             store,
             key,
             hash,
             token,
+            fingerprint,
             release: Some(|store, hash, key, token| store.abandon_token(hash, key, token)),
         }
     }
@@ -106,7 +115,7 @@ where
     /// Stores `value` as the key's result, kept for the store's TTL from now,
     /// and wakes every waiter with it. Fails, returning `value`, if the claim
     /// is no longer current (lease passed and taken over, or removed).
-    pub fn complete(self, value: V) -> Result<(), Superseded<V>> {
+    pub fn complete(self, value: V) -> Result<(), CompleteError<V>> {
         self.complete_inner(value, None)
     }
 
@@ -125,14 +134,14 @@ where
     /// assert_eq!(store.get(&1), None);
     /// # Ok::<(), idemstore::ConfigError>(())
     /// ```
-    pub fn complete_with_ttl(self, value: V, ttl: Duration) -> Result<(), Superseded<V>> {
+    pub fn complete_with_ttl(self, value: V, ttl: Duration) -> Result<(), CompleteError<V>> {
         self.complete_inner(value, Some(duration_to_nanos(ttl)))
     }
 
-    fn complete_inner(mut self, value: V, ttl: Option<u64>) -> Result<(), Superseded<V>> {
+    fn complete_inner(mut self, value: V, ttl: Option<u64>) -> Result<(), CompleteError<V>> {
         self.release = None;
-        self.store
-            .complete_token(self.hash, &self.key, self.token, value, ttl)
+        let owned = (self.hash, &self.key, self.token, self.fingerprint);
+        self.store.complete_token(owned, value, ttl)
     }
 
     /// Extends the lease to a full lease from now, if the claim is still

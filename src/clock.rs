@@ -7,7 +7,7 @@
 //! [`ManualClock`] instead of sleeping.
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::sync::{Arc, ClockCell, Ordering};
 
@@ -35,6 +35,13 @@ use crate::sync::{Arc, ClockCell, Ordering};
 pub trait Clock: Send + Sync + 'static {
     /// Time elapsed since this clock's origin.
     fn now(&self) -> Duration;
+
+    /// The wall-clock time now. A journal writes expiry as wall time, which
+    /// outlives the process, where [`now`](Self::now)'s origin does not;
+    /// only a journaled store asks. The default is the system's clock.
+    fn wall(&self) -> SystemTime {
+        SystemTime::now()
+    }
 }
 
 /// The default clock: the operating system's monotonic clock
@@ -95,16 +102,42 @@ impl Clock for SystemClock {
 /// assert_eq!(store.get("k"), None); // expired, even before any sweep
 /// # Ok::<(), idemstore::ConfigError>(())
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ManualClock {
     nanos: Arc<ClockCell>,
+    /// The wall time at zero: [`wall`](Clock::wall) moves with `now`.
+    wall_origin: SystemTime,
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ManualClock {
-    /// A clock standing at zero.
+    /// A clock standing at zero, whose wall time starts at the system's
+    /// wall time now.
     pub fn new() -> Self {
+        Self::with_wall(SystemTime::now())
+    }
+
+    /// A clock standing at zero, whose wall time starts at `wall`: for tests
+    /// of a journal across restarts, where each new store's clock must go on
+    /// from the wall time the last one stopped at.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use idemstore::{Clock, ManualClock};
+    /// let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    /// let clock = ManualClock::with_wall(start);
+    /// clock.advance(Duration::from_secs(5));
+    /// assert_eq!(clock.wall(), start + Duration::from_secs(5));
+    /// ```
+    pub fn with_wall(wall: SystemTime) -> Self {
         ManualClock {
             nanos: Arc::new(ClockCell::new(0)),
+            wall_origin: wall,
         }
     }
 
@@ -134,6 +167,16 @@ impl Clock for ManualClock {
     fn now(&self) -> Duration {
         Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
     }
+
+    fn wall(&self) -> SystemTime {
+        self.wall_origin + self.now()
+    }
+}
+
+/// Nanoseconds since the Unix epoch (0 before it).
+pub(crate) fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, duration_to_nanos)
 }
 
 /// Nanoseconds in `d`, saturating instead of wrapping.
@@ -192,6 +235,28 @@ impl StoreClock {
             Some(cached) => cached.load(Ordering::Relaxed),
             None => duration_to_nanos(self.source.now()),
         }
+    }
+
+    /// The source's wall time now.
+    #[cfg_attr(not(feature = "journal"), allow(dead_code))]
+    pub(crate) fn wall(&self) -> SystemTime {
+        self.source.wall()
+    }
+
+    /// The wall time (ns since the Unix epoch) of the store-clock instant
+    /// `at`, which is at or after now.
+    #[cfg_attr(not(feature = "journal"), allow(dead_code))]
+    pub(crate) fn wall_at(&self, at: u64) -> u64 {
+        let now = self.now();
+        unix_nanos(self.source.wall()).saturating_add(at.saturating_sub(now))
+    }
+
+    /// The store-clock instant of the wall time `wall`, or `None` if it has
+    /// passed.
+    #[cfg_attr(not(feature = "journal"), allow(dead_code))]
+    pub(crate) fn at_wall(&self, wall: u64) -> Option<u64> {
+        let ahead = wall.checked_sub(unix_nanos(self.source.wall()))?;
+        (ahead > 0).then(|| self.now().saturating_add(ahead))
     }
 
     /// Refreshes the cached time from the source.

@@ -15,6 +15,10 @@ pub enum ClaimError {
     /// room, because that would silently weaken the idempotency guarantee;
     /// retry once entries expire, or raise the limit.
     Full,
+    /// The store cannot hand out a fencing token it has recorded: its
+    /// journal failed to write a token reservation. Nothing was claimed;
+    /// retry later.
+    Unavailable,
 }
 
 impl fmt::Display for ClaimError {
@@ -25,6 +29,9 @@ impl fmt::Display for ClaimError {
             }
             ClaimError::Full => {
                 f.write_str("store is full: every entry is in flight or inside its retention")
+            }
+            ClaimError::Unavailable => {
+                f.write_str("store unavailable: its journal could not record a token reservation")
             }
         }
     }
@@ -72,6 +79,11 @@ pub enum ExecuteError<E> {
     /// Waiting for a duplicate's owner failed in a way a retry cannot fix
     /// here (such as a timeout).
     Wait(WaitError),
+    /// The operation ran, but its result could not be recorded in the
+    /// journal, so it was not stored: the key is released and a retry runs
+    /// the operation again.
+    #[cfg(feature = "journal")]
+    Journal(crate::journal::JournalError),
 }
 
 impl<E: fmt::Display> fmt::Display for ExecuteError<E> {
@@ -80,6 +92,8 @@ impl<E: fmt::Display> fmt::Display for ExecuteError<E> {
             ExecuteError::Failed(e) => write!(f, "operation failed: {e}"),
             ExecuteError::Claim(e) => write!(f, "could not claim the key: {e}"),
             ExecuteError::Wait(e) => write!(f, "could not wait for the owner: {e}"),
+            #[cfg(feature = "journal")]
+            ExecuteError::Journal(e) => write!(f, "the result was not recorded: {e}"),
         }
     }
 }
@@ -90,6 +104,8 @@ impl<E: Error + 'static> Error for ExecuteError<E> {
             ExecuteError::Failed(e) => Some(e),
             ExecuteError::Claim(e) => Some(e),
             ExecuteError::Wait(e) => Some(e),
+            #[cfg(feature = "journal")]
+            ExecuteError::Journal(e) => Some(e),
         }
     }
 }
@@ -117,6 +133,63 @@ impl<T> fmt::Display for Superseded<T> {
 
 impl<T: fmt::Debug> Error for Superseded<T> {}
 
+/// Why [`Ticket::complete`](crate::Ticket::complete) stored nothing. The
+/// value comes back to the caller untouched either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CompleteError<V> {
+    /// The claim is no longer current (see [`Superseded`]): its lease passed
+    /// and another owner took the key over, or the entry was removed.
+    Superseded(V),
+    /// The journal could not record the result, so it was not stored: the
+    /// key is released (a retry runs the operation again) and the store
+    /// keeps serving reads.
+    #[cfg(feature = "journal")]
+    Journal {
+        /// The value that was not stored.
+        value: V,
+        /// What went wrong.
+        error: crate::journal::JournalError,
+    },
+}
+
+impl<V> CompleteError<V> {
+    /// The value that was not stored.
+    pub fn into_value(self) -> V {
+        match self {
+            CompleteError::Superseded(value) => value,
+            #[cfg(feature = "journal")]
+            CompleteError::Journal { value, .. } => value,
+        }
+    }
+}
+
+impl<V> From<Superseded<V>> for CompleteError<V> {
+    fn from(Superseded(value): Superseded<V>) -> Self {
+        CompleteError::Superseded(value)
+    }
+}
+
+impl<V> fmt::Display for CompleteError<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CompleteError::Superseded(_) => fmt::Display::fmt(&Superseded(()), f),
+            #[cfg(feature = "journal")]
+            CompleteError::Journal { error, .. } => write!(f, "result not recorded: {error}"),
+        }
+    }
+}
+
+impl<V: fmt::Debug> Error for CompleteError<V> {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            CompleteError::Superseded(_) => None,
+            #[cfg(feature = "journal")]
+            CompleteError::Journal { error, .. } => Some(error),
+        }
+    }
+}
+
 /// An invalid [`Builder`](crate::Builder) setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -138,6 +211,9 @@ pub enum ConfigError {
     ZeroSweepInterval,
     /// The background sweeper thread could not be spawned.
     Spawn(String),
+    /// The journal could not be opened or replayed.
+    #[cfg(feature = "journal")]
+    Journal(crate::journal::JournalError),
 }
 
 impl fmt::Display for ConfigError {
@@ -157,6 +233,8 @@ impl fmt::Display for ConfigError {
                 f.write_str("sweep_interval must be greater than zero")
             }
             ConfigError::Spawn(e) => write!(f, "could not spawn the sweeper thread: {e}"),
+            #[cfg(feature = "journal")]
+            ConfigError::Journal(e) => fmt::Display::fmt(e, f),
         }
     }
 }

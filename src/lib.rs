@@ -124,10 +124,14 @@
 mod builder;
 mod claim;
 mod clock;
+#[cfg(feature = "journal")]
+mod codec;
 mod error;
 mod fingerprint;
 #[cfg(feature = "tower")]
 pub mod http;
+#[cfg(feature = "journal")]
+pub mod journal;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod stats;
@@ -141,8 +145,12 @@ mod wait;
 pub use builder::Builder;
 pub use claim::{Claim, Pending, Ticket};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{ClaimError, ConfigError, ExecuteError, Superseded, WaitError};
+#[cfg(feature = "journal")]
+pub use codec::{Codec, DecodeError};
+pub use error::{ClaimError, CompleteError, ConfigError, ExecuteError, Superseded, WaitError};
 pub use fingerprint::{Fingerprint, FingerprintHasher};
+#[cfg(feature = "journal")]
+pub use journal::{Fsync, JournalError, Recovery, ReplayReport};
 pub use stats::Stats;
 pub use store::{Outcome, Pinned, Store};
 pub use wait::WaitFuture;

@@ -11,7 +11,7 @@ use ahash::RandomState;
 use crate::builder::{default_shards, Builder, DEFAULT_LEASE, DEFAULT_TTL};
 use crate::claim::{Claim, Pending, Ticket};
 use crate::clock::{duration_to_nanos, StoreClock, SystemClock};
-use crate::error::{ClaimError, ExecuteError, WaitError};
+use crate::error::{ClaimError, CompleteError, ExecuteError, Superseded, WaitError};
 use crate::fingerprint::Fingerprint;
 use crate::stats::{Counts, Event, Stats};
 use crate::sync::{Arc, Guard};
@@ -28,6 +28,10 @@ pub(crate) struct Config {
     pub(crate) shards: usize,
     pub(crate) max_entries: Option<usize>,
     pub(crate) initial_capacity: Option<usize>,
+    /// The last token handed out before this store (a journal's floor).
+    pub(crate) tokens_from: u64,
+    /// The journal's token reservation, if any.
+    pub(crate) gate: Option<Box<dyn crate::table::TokenGate>>,
 }
 
 pub(crate) struct Inner<K, V, S> {
@@ -35,8 +39,13 @@ pub(crate) struct Inner<K, V, S> {
     pub(crate) clock: StoreClock,
     pub(crate) ttl: u64,
     pub(crate) lease: u64,
+    #[cfg(feature = "journal")]
+    pub(crate) journal: Option<crate::journal::Journal<K, V>>,
     #[cfg(not(idemstore_loom))]
     sweeper: crate::sync::OnceLock<crate::sync::Thread>,
+    /// The journal's background thread, woken when the store drops.
+    #[cfg(all(feature = "journal", not(idemstore_loom)))]
+    pub(crate) journal_thread: crate::sync::OnceLock<crate::sync::Thread>,
 }
 
 #[cfg(not(idemstore_loom))]
@@ -45,6 +54,10 @@ impl<K, V, S> Drop for Inner<K, V, S> {
         // The sweeper holds only a `Weak`: wake it so it sees the store is
         // gone and exits now rather than at its next tick.
         if let Some(thread) = self.sweeper.get() {
+            thread.unpark();
+        }
+        #[cfg(feature = "journal")]
+        if let Some(thread) = self.journal_thread.get() {
             thread.unpark();
         }
     }
@@ -131,6 +144,8 @@ where
                 shards: default_shards(),
                 max_entries: None,
                 initial_capacity: None,
+                tokens_from: 0,
+                gate: None,
             };
             let clock = StoreClock::exact(Box::new(SystemClock::new()));
             Self::from_parts(config, clock, RandomState::new())
@@ -160,14 +175,33 @@ where
     S: BuildHasher + Send + Sync + 'static,
 {
     pub(crate) fn from_parts(config: Config, clock: StoreClock, hasher: S) -> Self {
+        Self::with_journal(
+            config,
+            clock,
+            hasher,
+            #[cfg(feature = "journal")]
+            None,
+        )
+    }
+
+    pub(crate) fn with_journal(
+        mut config: Config,
+        clock: StoreClock,
+        hasher: S,
+        #[cfg(feature = "journal")] journal: Option<crate::journal::Journal<K, V>>,
+    ) -> Self {
         Store {
             inner: Arc::new(Inner {
-                table: Table::new(&config, hasher),
+                table: Table::new(&mut config, hasher),
                 clock,
                 ttl: config.ttl,
                 lease: config.lease,
+                #[cfg(feature = "journal")]
+                journal,
                 #[cfg(not(idemstore_loom))]
                 sweeper: crate::sync::OnceLock::new(),
+                #[cfg(all(feature = "journal", not(idemstore_loom)))]
+                journal_thread: crate::sync::OnceLock::new(),
             }),
         }
     }
@@ -254,9 +288,12 @@ where
     /// own handle to the store.
     fn to_public(&self, claim: RawClaim<K, V>) -> Claim<K, V, S> {
         match claim {
-            RawClaim::Owner(Owned { key, hash, token }) => {
-                Claim::Owner(Ticket::new(self.clone(), key, hash, token))
-            }
+            RawClaim::Owner(Owned {
+                key,
+                hash,
+                token,
+                fingerprint,
+            }) => Claim::Owner(Ticket::new(self.clone(), key, hash, token, fingerprint)),
             RawClaim::Completed(value) => Claim::Completed(value),
             RawClaim::InFlight(pending) => Claim::InFlight(pending),
         }
@@ -361,7 +398,7 @@ where
             Ok(claimed) => claimed,
             Err(error) => {
                 counts.bump(match error {
-                    ClaimError::Full => Event::Refusal,
+                    ClaimError::Full | ClaimError::Unavailable => Event::Refusal,
                     ClaimError::Mismatch => Event::Mismatch,
                 });
                 return Err(error);
@@ -371,7 +408,12 @@ where
         Ok(match claimed {
             Claimed::Owner(token) => {
                 counts.bump(Event::Claim);
-                RawClaim::Owner(Owned { key, hash, token })
+                RawClaim::Owner(Owned {
+                    key,
+                    hash,
+                    token,
+                    fingerprint,
+                })
             }
             Claimed::Completed(value) => {
                 counts.bump(Event::Replay);
@@ -383,16 +425,72 @@ where
 
     pub(crate) fn complete_token(
         &self,
-        hash: u64,
-        key: &K,
-        token: u64,
+        owned: (u64, &K, u64, Option<Fingerprint>),
         value: V,
         ttl: Option<u64>,
-    ) -> Result<(), crate::Superseded<V>> {
+    ) -> Result<(), CompleteError<V>> {
+        let (hash, key, token, _fingerprint) = owned;
         let expires_at = self.now().saturating_add(ttl.unwrap_or(self.inner.ttl));
+        #[cfg(feature = "journal")]
+        if let Some(journal) = &self.inner.journal {
+            return self.complete_journaled(journal, owned, value, expires_at);
+        }
         self.inner
             .table
             .complete(hash, key, token, value, expires_at)
+            .map_err(|Superseded(value)| CompleteError::Superseded(value))
+    }
+
+    /// A completion through the journal: its record is written (and its
+    /// promise kept) while the entry is still in flight, so nothing sees the
+    /// value before it is recorded.
+    #[cfg(feature = "journal")]
+    fn complete_journaled(
+        &self,
+        journal: &crate::journal::Journal<K, V>,
+        (hash, key, token, fingerprint): (u64, &K, u64, Option<Fingerprint>),
+        value: V,
+        expires_at: u64,
+    ) -> Result<(), CompleteError<V>> {
+        use crate::journal::{format, JournalError};
+        let mut record = Vec::new();
+        let wall = self.inner.clock.wall_at(expires_at);
+        let fits = format::complete(
+            &mut record,
+            token,
+            wall,
+            fingerprint,
+            |out| (journal.encode_key)(key, out),
+            |out| (journal.encode_value)(&value, out),
+        );
+        let committed = if fits {
+            journal.log.commit(&record, 1)
+        } else {
+            Err(JournalError::TooLarge {
+                bytes: record.len(),
+            })
+        };
+        if let Err(error) = committed {
+            // Nothing is acknowledged that was not recorded: the key is
+            // released, so a retry runs the operation again.
+            self.abandon_token(hash, key, token);
+            return Err(CompleteError::Journal { value, error });
+        }
+        match self
+            .inner
+            .table
+            .complete(hash, key, token, value, expires_at)
+        {
+            Ok(()) => Ok(()),
+            Err(Superseded(value)) => {
+                // Taken over while the record was written: revoke exactly
+                // this token's completion, so a replay does not bring it back.
+                record.clear();
+                format::remove(&mut record, token, |out| (journal.encode_key)(key, out));
+                let _ = journal.log.commit(&record, 1);
+                Err(CompleteError::Superseded(value))
+            }
+        }
     }
 
     pub(crate) fn renew_token(&self, hash: u64, key: &K, token: u64) -> bool {
@@ -684,7 +782,33 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.inner.table.remove(key, self.now())
+        #[cfg(feature = "journal")]
+        if let Some(journal) = &self.inner.journal {
+            return self.remove_journaled(journal, key);
+        }
+        self.inner.table.remove(key, self.now(), |_, _| {})
+    }
+
+    /// A removal, then its record: a removal covers every token up to the
+    /// one read under the shard lock, so it never voids a later claim's
+    /// result, whichever record lands first.
+    #[cfg(feature = "journal")]
+    fn remove_journaled<Q>(&self, journal: &crate::journal::Journal<K, V>, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut record = Vec::new();
+        let live = self.inner.table.remove(key, self.now(), |key, upto| {
+            crate::journal::format::remove(&mut record, upto, |out| (journal.encode_key)(key, out));
+        });
+        if !record.is_empty() {
+            if let Err(_error) = journal.log.commit(&record, 1) {
+                #[cfg(feature = "tracing")]
+                tracing::error!(%_error, "journal: a removal was not recorded; the entry comes back after a restart");
+            }
+        }
+        live
     }
 
     /// Entries held, in flight or completed, including expired entries not
@@ -717,6 +841,67 @@ where
     /// ```
     pub fn sweep(&self) -> usize {
         self.inner.table.sweep(self.now(), SWEEP_BUDGET)
+    }
+
+    /// Puts back a completed entry read from the journal; false if the
+    /// store is full.
+    #[cfg(feature = "journal")]
+    pub(crate) fn restore(
+        &self,
+        key: K,
+        value: V,
+        fingerprint: Option<Fingerprint>,
+        expires_at: u64,
+    ) -> bool {
+        let table = &self.inner.table;
+        let hash = table.hash(&key);
+        let now = self.now();
+        let claimed = table.claim(
+            hash,
+            key.clone(),
+            fingerprint,
+            now,
+            now.saturating_add(self.inner.lease),
+            &table.pin(),
+        );
+        match claimed {
+            Ok(Claimed::Owner(token)) => {
+                table.complete(hash, &key, token, value, expires_at).is_ok()
+            }
+            // A key the journal names once cannot be there already.
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// What opening the journal found: records read, entries restored,
+    /// expired ones dropped, and any torn tail or damage cut off. `None`
+    /// without a journal.
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("idemstore-report-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// # let _ = std::fs::remove_file(dir.join("j"));
+    /// let store: idemstore::Store<u64, u64> = idemstore::Store::builder()
+    ///     .journal(dir.join("j"))
+    ///     .build()?;
+    /// let report = store.journal_report().unwrap();
+    /// assert_eq!((report.restored, report.torn_tail), (0, None));
+    /// # drop(store); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "journal")]
+    pub fn journal_report(&self) -> Option<crate::journal::ReplayReport> {
+        self.inner.journal.as_ref().map(|j| j.report.clone())
+    }
+
+    /// Rewrites the journal now as a snapshot of the live entries (the
+    /// background thread does this by itself once dead records outweigh
+    /// live ones). Reads and claims go on meanwhile; completions wait only
+    /// for the final swap. Does nothing without a journal.
+    #[cfg(feature = "journal")]
+    pub fn compact_journal(&self) -> Result<(), crate::journal::JournalError> {
+        crate::journal::compact(self)
     }
 
     /// A snapshot of the store's counters.
@@ -821,6 +1006,8 @@ pub(crate) struct Owned<K> {
     key: K,
     hash: u64,
     token: u64,
+    /// The claim's fingerprint, which a journal records with the result.
+    fingerprint: Option<Fingerprint>,
 }
 
 /// The lock-free half of a claim, [`Store::probe`]: the stored value, or
@@ -883,13 +1070,20 @@ where
         match result {
             Ok(value) => {
                 self.live = false;
-                let Owned { key, hash, token } = &self.owned;
-                // Superseded: the value stands for this caller but another
-                // owner's result is the stored one (documented above).
-                let _ = self
-                    .store
-                    .complete_token(*hash, key, *token, value.clone(), None);
-                Ok(Outcome::Executed(value))
+                let Owned {
+                    key,
+                    hash,
+                    token,
+                    fingerprint,
+                } = &self.owned;
+                let owned = (*hash, key, *token, *fingerprint);
+                match self.store.complete_token(owned, value.clone(), None) {
+                    // Superseded: the value stands for this caller but another
+                    // owner's result is the stored one (documented above).
+                    Ok(()) | Err(CompleteError::Superseded(_)) => Ok(Outcome::Executed(value)),
+                    #[cfg(feature = "journal")]
+                    Err(CompleteError::Journal { error, .. }) => Err(ExecuteError::Journal(error)),
+                }
             }
             // Dropping `self` abandons the claim.
             Err(e) => Err(ExecuteError::Failed(e)),
@@ -905,7 +1099,9 @@ where
 {
     fn drop(&mut self) {
         if self.live {
-            let Owned { key, hash, token } = &self.owned;
+            let Owned {
+                key, hash, token, ..
+            } = &self.owned;
             self.store.abandon_token(*hash, key, *token);
         }
     }

@@ -6,7 +6,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{manual_store, LEASE, TTL};
-use idemstore::{Claim, ConfigError, ManualClock, Store, Superseded, WaitError};
+use idemstore::{Claim, CompleteError, ConfigError, ManualClock, Store, Superseded, WaitError};
 
 /// Rule 9: the lease must be the shorter of the two.
 #[test]
@@ -93,7 +93,7 @@ fn stale_owner_is_fenced_off() {
     assert_eq!(stale.renew(), Err(Superseded(())));
     assert_eq!(
         stale.complete("stale"),
-        Err(Superseded("stale")),
+        Err(CompleteError::Superseded("stale")),
         "value handed back"
     );
     assert!(

@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use idemstore::{Claim, Clock, ManualClock, Outcome, Store, Superseded, WaitError};
+use idemstore::{Claim, Clock, CompleteError, ManualClock, Outcome, Store, WaitError};
 use loom::thread;
 
 /// A fixed hasher: loom replays each interleaving many times, and a random
@@ -310,7 +310,11 @@ fn lease_takeover_fences_stale_owner() {
 
         match fresh {
             Some(fresh) => {
-                assert_eq!(late, Err(Superseded(1)), "the stale owner is fenced off");
+                assert_eq!(
+                    late,
+                    Err(CompleteError::Superseded(1)),
+                    "the stale owner is fenced off"
+                );
                 assert_eq!(fresh, Ok(()));
                 assert_eq!(store.get(&KEY), Some(2), "the new owner's value stands");
                 assert_eq!(waited, Err(WaitError::LeaseExpired));
@@ -431,7 +435,7 @@ fn remove_racing_waiter() {
             "got {got:?}"
         );
 
-        assert_eq!(ticket.complete(1), Err(Superseded(1)));
+        assert_eq!(ticket.complete(1), Err(CompleteError::Superseded(1)));
         assert_eq!(store.get(&KEY), None);
         assert_eq!(store.waiters(), 0);
     });

@@ -29,7 +29,7 @@ use std::sync::{mpsc, Arc, Barrier, Mutex, Once};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use idemstore::{Claim, Clock, ExecuteError, Outcome, Store, Superseded, WaitError};
+use idemstore::{Claim, Clock, CompleteError, ExecuteError, Outcome, Store, WaitError};
 use model::linear::{linearizable, stamp, Call, Event};
 
 // ---------------------------------------------------------------------------
@@ -407,7 +407,8 @@ impl Harness {
                         };
                         let mark = match result {
                             Ok(()) => STORED,
-                            Err(Superseded(_)) => REJECTED,
+                            Err(CompleteError::Superseded(_)) => REJECTED,
+                            Err(other) => panic!("unexpected completion error: {other}"),
                         };
                         status.store(mark, Ordering::SeqCst);
                     }

@@ -16,6 +16,7 @@ use crate::fingerprint::Fingerprint;
 use crate::stats::{self, Counts, Stats};
 use crate::store::Config;
 use crate::sync::{Arc, AtomicU64, Epoch, Guard, Mutex, Ordering};
+pub(crate) use shard::TokenGate;
 use shard::{buckets_for, Capacity, ClaimArgs, Common, Reclaim, Reclaimable, Shard, SweepPass};
 pub(crate) use shard::{Claimed, Joined, Lookup, Miss};
 
@@ -87,7 +88,7 @@ where
     V: Clone,
     S: BuildHasher,
 {
-    pub(crate) fn new(config: &Config, hasher: S) -> Self {
+    pub(crate) fn new(config: &mut Config, hasher: S) -> Self {
         let shards = config.shards;
         let buckets = match (config.initial_capacity, config.max_entries) {
             // At most 2^30 buckets a shard: plenty, and no overflow anywhere.
@@ -101,7 +102,8 @@ where
             shards: (0..shards).map(|_| Padded(Shard::new(buckets))).collect(),
             hasher,
             common: Common {
-                tokens: Padded(AtomicU64::new(0)),
+                tokens: Padded(AtomicU64::new(config.tokens_from)),
+                gate: config.gate.take(),
                 capacity: Capacity::new(max_entries),
                 threads: Epoch::new(),
             },
@@ -254,14 +256,48 @@ where
         self.shard(hash).renew(hash, key, token, deadline, guard)
     }
 
-    pub(crate) fn remove<Q>(&self, key: &Q, now: u64) -> bool
+    /// Removes `key`; `removed` sees the removed entry's key and the last
+    /// token handed out, under the shard lock (see [`Shard::remove`]).
+    pub(crate) fn remove<Q>(&self, key: &Q, now: u64, removed: impl FnOnce(&K, u64)) -> bool
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.hash(key);
         self.shard(hash)
-            .remove(hash, key, now, &self.common, &self.pin())
+            .remove(hash, key, now, &self.common, &self.pin(), removed)
+    }
+
+    /// The last fencing token handed out.
+    pub(crate) fn last_token(&self) -> u64 {
+        // Relaxed: a compaction's label needs only a value no older than
+        // the claims before it, which the journal's lock orders.
+        self.common.tokens.load(Ordering::Relaxed)
+    }
+
+    /// Calls `each` with batches of the completed entries at `now` (key,
+    /// value, fingerprint, expiry), taken a few hundred buckets per shard
+    /// lock hold; `each` runs outside every lock. An entry may come twice.
+    pub(crate) fn for_each_completed(
+        &self,
+        now: u64,
+        budget: usize,
+        mut each: impl FnMut(&mut Vec<(K, V, Option<Fingerprint>, u64)>),
+    ) {
+        let mut batch = Vec::new();
+        for shard in self.shards.iter() {
+            let mut next = 0;
+            loop {
+                let done = shard
+                    .0
+                    .snapshot_range(now, &mut next, budget, &mut batch, &self.pin());
+                each(&mut batch);
+                batch.clear();
+                if done {
+                    break;
+                }
+            }
+        }
     }
 
     /// One full pass over every shard, holding each shard's lock for at

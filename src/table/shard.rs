@@ -214,10 +214,21 @@ pub(crate) struct ClaimArgs {
     pub(crate) lease_deadline: u64,
 }
 
+/// Admits fencing tokens: a journal's reservation, which must be durable
+/// before a token it covers is handed out.
+pub(crate) trait TokenGate: Send + Sync {
+    /// Whether `token` may be handed out; false if it cannot be reserved.
+    /// Called under a shard lock: it may block for a journal write, never
+    /// for another shard.
+    fn admit(&self, token: u64) -> bool;
+}
+
 /// Store-wide state every shard shares.
 pub(crate) struct Common {
     /// The last fencing token handed out.
     pub(crate) tokens: Padded<AtomicU64>,
+    /// The journal's reservation of tokens, if the store has a journal.
+    pub(crate) gate: Option<Box<dyn TokenGate>>,
     pub(crate) capacity: Capacity,
     /// Each thread's epoch handle and its statistics counts.
     pub(crate) threads: Epoch,
@@ -664,7 +675,7 @@ where
         // Acquire fence pairs with the Release fence in `grow`: if the
         // walk met a relinked pointer, the count below has moved.
         fence(Ordering::Acquire);
-        let settled = resizes % 2 == 0 && self.resizes.load(Ordering::Relaxed) == resizes;
+        let settled = resizes.is_multiple_of(2) && self.resizes.load(Ordering::Relaxed) == resizes;
         if settled {
             return None;
         }
@@ -926,6 +937,13 @@ where
         // order, increasing; claims on one key are further ordered by this
         // shard's lock, so a later claim on a key always gets a larger token.
         let token = common.tokens.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(gate) = &common.gate {
+            if !gate.admit(token) {
+                // The slot reserved (or passed on from the expired entry) goes back.
+                common.capacity.release(1);
+                return Err(ClaimError::Unavailable);
+            }
+        }
         self.link(
             &mut writer,
             hash,
@@ -1063,6 +1081,9 @@ where
     }
 
     /// Removes `key` whatever its state; true if a live entry was there.
+    /// `removed` sees the entry's key and the last token handed out, under
+    /// the lock: every token the entry had is at most that one, and every
+    /// later claim of the key gets a larger one.
     pub(crate) fn remove<Q>(
         &self,
         hash: u64,
@@ -1070,6 +1091,7 @@ where
         now: u64,
         common: &Common,
         guard: &Guard,
+        removed: impl FnOnce(&K, u64),
     ) -> bool
     where
         K: Borrow<Q>,
@@ -1081,7 +1103,11 @@ where
             return false;
         };
         // SAFETY: found under the lock in the current array.
-        let live = !matches!(unsafe { shared.deref() }.view(now), View::Expired);
+        let node = unsafe { shared.deref() };
+        let live = !matches!(node.view(now), View::Expired);
+        // Relaxed: claims of this key take this lock, which orders them
+        // against this read (see the doc above).
+        removed(&node.key, common.tokens.load(Ordering::Relaxed));
         self.unlink(
             &mut writer,
             link,
@@ -1184,6 +1210,48 @@ where
         (removed, done)
     }
 
+    /// Clones the completed entries at `now` of the next `budget` buckets
+    /// from `*next` into `out` (key, value, fingerprint, expiry), under one
+    /// lock hold; returns whether the shard is done. If the array grows
+    /// between calls, an entry moves from bucket `i` to `i` or
+    /// `i + old_len`, so going on from `*next` misses nothing (it may see an
+    /// entry twice).
+    pub(crate) fn snapshot_range(
+        &self,
+        now: u64,
+        next: &mut usize,
+        budget: usize,
+        out: &mut Vec<(K, V, Option<Fingerprint>, u64)>,
+        guard: &Guard,
+    ) -> bool
+    where
+        K: Clone,
+        V: Clone,
+    {
+        let _writer = self.locked.writer.lock();
+        // SAFETY: as in `find_link`.
+        let buckets = unsafe { self.buckets.load(Ordering::Acquire, guard).deref() };
+        let start = (*next).min(buckets.slots.len());
+        let end = start.saturating_add(budget.max(1)).min(buckets.slots.len());
+        for head in &buckets.slots[start..end] {
+            let mut current = head.load(Ordering::Acquire, guard);
+            // SAFETY: as in `find`.
+            while let Some(node) = unsafe { current.as_ref() } {
+                if let View::Completed(value) = node.view(now) {
+                    out.push((
+                        node.key.clone(),
+                        value.clone(),
+                        node.fingerprint(),
+                        node.deadline(),
+                    ));
+                }
+                current = node.next.load(Ordering::Acquire, guard);
+            }
+        }
+        *next = end;
+        end == buckets.slots.len()
+    }
+
     /// Entries in flight in this shard.
     pub(crate) fn in_flight(&self) -> usize {
         self.locked.writer.lock().in_flight
@@ -1245,6 +1313,7 @@ mod tests {
                 shard: Shard::new(4),
                 common: Common {
                     tokens: Padded(AtomicU64::new(0)),
+                    gate: None,
                     capacity: Capacity::new(None),
                     threads: Epoch::new(),
                 },

@@ -26,8 +26,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use idemstore::{
-    Claim, ClaimError, ExecuteError, Fingerprint, ManualClock, Outcome, Pending, Stats, Store,
-    Superseded, Ticket, WaitError,
+    Claim, ClaimError, CompleteError, ExecuteError, Fingerprint, ManualClock, Outcome, Pending,
+    Stats, Store, Ticket, WaitError,
 };
 
 /// Keys are `u8`; the runner folds them into this many so that operations
@@ -651,13 +651,14 @@ pub fn run_ops(setup: Setup, ops: &[Op]) {
                 let want = model.complete(key, token, u32::from(value), ttl);
                 match got {
                     Ok(()) => assert!(want, "step {step}: {op:?}: store accepted a stale owner"),
-                    Err(Superseded(v)) => {
+                    Err(CompleteError::Superseded(v)) => {
                         assert!(
                             !want,
                             "step {step}: {op:?}: store refused the current owner"
                         );
                         assert_eq!(v.value, u32::from(value), "step {step}: value handed back");
                     }
+                    Err(other) => panic!("step {step}: {op:?}: unexpected {other:?}"),
                 }
             }
             Op::Abandon { ticket } => {
