@@ -269,6 +269,7 @@ where
     }
 
     /// The last fencing token handed out.
+    #[cfg(feature = "journal")]
     pub(crate) fn last_token(&self) -> u64 {
         // Relaxed: a compaction's label needs only a value no older than
         // the claims before it, which the journal's lock orders.
@@ -278,6 +279,7 @@ where
     /// Calls `each` with batches of the completed entries at `now` (key,
     /// value, fingerprint, expiry), taken a few hundred buckets per shard
     /// lock hold; `each` runs outside every lock. An entry may come twice.
+    #[cfg(feature = "journal")]
     pub(crate) fn for_each_completed(
         &self,
         now: u64,

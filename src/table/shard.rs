@@ -1216,6 +1216,7 @@ where
     /// between calls, an entry moves from bucket `i` to `i` or
     /// `i + old_len`, so going on from `*next` misses nothing (it may see an
     /// entry twice).
+    #[cfg(feature = "journal")]
     pub(crate) fn snapshot_range(
         &self,
         now: u64,
