@@ -579,3 +579,48 @@ async fn a_full_store_is_503_and_runs_nothing() {
     assert!(retry.replayed());
     assert_eq!(server.store.stats().refusals, 1);
 }
+
+/// With a journal, a stored response outlives the store: a retry after a
+/// restart gets the same status, headers and body, and the handler does not
+/// run again; a reused key is still refused. Each "process" is a runtime of
+/// its own, so dropping it drops the server and its store.
+#[cfg(feature = "journal")]
+#[test]
+fn a_retry_after_a_restart_replays_the_journaled_response() {
+    let dir = std::env::temp_dir().join(format!("idemstore-http-journal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("http.journal");
+    let _ = std::fs::remove_file(&path);
+    let open = || {
+        HttpStore::builder()
+            .journal(&path)
+            .fsync(idemstore::Fsync::Always)
+            .build()
+            .expect("the journal opens")
+    };
+    let runtime = || tokio::runtime::Runtime::new().unwrap();
+
+    let first = runtime().block_on(async {
+        let server = Server::start_on(open(), |layer| layer).await;
+        let first = server.order("order-1", "2 mugs").await;
+        assert_eq!(first.status, StatusCode::CREATED);
+        assert_eq!(server.created(), 1);
+        first
+    });
+
+    let store = open();
+    assert_eq!(store.journal_report().unwrap().restored, 1);
+    runtime().block_on(async {
+        let server = Server::start_on(store, |layer| layer).await;
+        let retry = server.order("order-1", "2 mugs").await;
+        assert!(retry.replayed());
+        assert_eq!(retry.status, StatusCode::CREATED);
+        assert_eq!(retry.body, first.body);
+        assert_eq!(retry.headers[LOCATION], first.headers[LOCATION]);
+        assert_eq!(retry.headers[CONTENT_TYPE], first.headers[CONTENT_TYPE]);
+        assert_eq!(server.calls(), 0, "the handler did not run again");
+        let reused = server.order("order-1", "9 plates").await;
+        assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

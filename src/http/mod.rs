@@ -68,6 +68,8 @@
 //! [draft-ietf-httpapi-idempotency-key-header]: https://datatracker.ietf.org/doc/draft-ietf-httpapi-idempotency-key-header/
 
 mod body;
+#[cfg(feature = "journal")]
+mod codec;
 mod deadline;
 mod key;
 mod layer;

@@ -46,6 +46,8 @@ pub(crate) enum Outcome {
     BodyUnreadable,
     /// 503: the store refused the key.
     StoreFull,
+    /// 503: the store could not record the claim.
+    StoreUnavailable,
     /// The layer did not apply (method not configured, or an optional key
     /// was absent).
     PassThrough,
@@ -66,6 +68,7 @@ impl Outcome {
             Outcome::BodyTooLarge => "body_too_large",
             Outcome::BodyUnreadable => "body_unreadable",
             Outcome::StoreFull => "store_full",
+            Outcome::StoreUnavailable => "store_unavailable",
             Outcome::PassThrough => "pass_through",
         }
     }
@@ -111,6 +114,7 @@ mod tests {
             Outcome::BodyTooLarge,
             Outcome::BodyUnreadable,
             Outcome::StoreFull,
+            Outcome::StoreUnavailable,
             Outcome::PassThrough,
         ];
         let mut labels: Vec<_> = all.iter().map(|o| o.as_str()).collect();

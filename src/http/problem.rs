@@ -60,6 +60,9 @@ pub enum Problem {
     },
     /// 503: the store is at its `max_entries` bound and refuses new keys.
     StoreFull,
+    /// 503: the store cannot record new claims (its journal failed). The
+    /// handler was not run.
+    StoreUnavailable,
 }
 
 impl Problem {
@@ -72,7 +75,7 @@ impl Problem {
             Problem::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Problem::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Problem::InFlight { .. } => StatusCode::CONFLICT,
-            Problem::StoreFull => StatusCode::SERVICE_UNAVAILABLE,
+            Problem::StoreFull | Problem::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -86,6 +89,7 @@ impl Problem {
             Problem::KeyReused => "key_reused",
             Problem::InFlight { .. } => "request_in_flight",
             Problem::StoreFull => "store_full",
+            Problem::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -118,7 +122,10 @@ impl Problem {
             CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if matches!(self, Problem::InFlight { .. } | Problem::StoreFull) {
+        if matches!(
+            self,
+            Problem::InFlight { .. } | Problem::StoreFull | Problem::StoreUnavailable
+        ) {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
@@ -167,6 +174,10 @@ impl fmt::Display for Problem {
             Problem::StoreFull => {
                 f.write_str("The server cannot accept new idempotency keys right now; retry later.")
             }
+            Problem::StoreUnavailable => f.write_str(
+                "The server cannot record idempotency keys right now, so the request was not \
+                 processed; retry later.",
+            ),
         }
     }
 }

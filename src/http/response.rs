@@ -51,6 +51,16 @@ impl StoredResponse {
         }))
     }
 
+    /// A stored response of exactly these parts (read back from a journal).
+    #[cfg(feature = "journal")]
+    pub(crate) fn from_parts(status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
+        StoredResponse(Arc::new(Parts {
+            status,
+            headers,
+            body,
+        }))
+    }
+
     /// The stored status; a 201 stays 201 on replay.
     pub fn status(&self) -> StatusCode {
         self.0.status

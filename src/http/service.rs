@@ -36,7 +36,7 @@ use super::layer::{Config, IdempotencyLayer, InFlightPolicy};
 use super::observe::{self, event, Outcome};
 use super::problem::{display_header, Problem};
 use super::response::StoredResponse;
-use crate::{Claim, ClaimError, Fingerprint, FingerprintHasher, Ticket, WaitError};
+use crate::{Claim, ClaimError, CompleteError, Fingerprint, FingerprintHasher, Ticket, WaitError};
 
 /// The future an [`IdempotencyService`] returns.
 pub type ResponseFuture<B, E> =
@@ -283,6 +283,10 @@ where
                 event!(info, "mismatch");
                 return Ok(refuse(Problem::KeyReused, Outcome::KeyReused));
             }
+            Err(ClaimError::Unavailable) => {
+                event!(error, "store_unavailable");
+                return Ok(refuse(Problem::StoreUnavailable, Outcome::StoreUnavailable));
+            }
             Err(_) => {
                 event!(warn, "store_full");
                 return Ok(refuse(Problem::StoreFull, Outcome::StoreFull));
@@ -348,7 +352,16 @@ where
             Ok(()) => event!(debug, "store", status = parts.status.as_u16()),
             // The lease passed and another request took the key over: its
             // response is the one stored. This client still gets its own.
-            Err(_) => event!(warn, "superseded", status = parts.status.as_u16()),
+            Err(CompleteError::Superseded(_)) => {
+                event!(warn, "superseded", status = parts.status.as_u16())
+            }
+            // The journal could not record it: the key is released, and this
+            // client still gets the handler's answer (a 503 would make it
+            // retry, running the handler again).
+            #[cfg(feature = "journal")]
+            Err(CompleteError::Journal { .. }) => {
+                event!(error, "not_recorded", status = parts.status.as_u16())
+            }
         }
     }
     observe::finished(Outcome::Stored);
