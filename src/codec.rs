@@ -8,51 +8,53 @@
 
 use std::fmt;
 
-/// Why bytes read back from a journal do not decode as the type asked for.
+/// Why a value could not be encoded for the journal, or bytes read back from
+/// it do not decode as the type asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError(String);
+pub struct CodecError(String);
 
-impl DecodeError {
+impl CodecError {
     /// An error that says what was wrong with the bytes.
     pub fn new(what: impl Into<String>) -> Self {
-        DecodeError(what.into())
+        CodecError(what.into())
     }
 }
 
-impl fmt::Display for DecodeError {
+impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for DecodeError {}
+impl std::error::Error for CodecError {}
 
 /// A stable byte encoding of a key or value, for the journal.
 ///
-/// `decode(encode(x)) == x` must hold, and the encoding must not change
+/// `decode` of what `encode` wrote must give back an equal value, and the encoding must not change
 /// while journals written with it exist: change the [`TAG`](Self::TAG) when
 /// it does, and old journals are refused instead of misread. `decode` gets
 /// exactly the bytes `encode` wrote.
 ///
 /// ```
-/// use idemstore::{Codec, DecodeError};
+/// use idemstore::{Codec, CodecError};
 ///
 /// #[derive(Clone, PartialEq, Debug)]
 /// struct OrderId(u64);
 ///
 /// impl Codec for OrderId {
 ///     const TAG: &'static str = "order-id/1";
-///     fn encode(&self, out: &mut Vec<u8>) {
+///     fn encode(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
 ///         self.0.encode(out)
 ///     }
-///     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+///     fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
 ///         u64::decode(bytes).map(OrderId)
 ///     }
 /// }
 ///
 /// let mut bytes = Vec::new();
-/// OrderId(7).encode(&mut bytes);
+/// OrderId(7).encode(&mut bytes)?;
 /// assert_eq!(OrderId::decode(&bytes), Ok(OrderId(7)));
+/// # Ok::<(), CodecError>(())
 /// ```
 pub trait Codec: Sized {
     /// A short name of this encoding, written in the journal's header.
@@ -64,23 +66,26 @@ pub trait Codec: Sized {
         Self::TAG.to_string()
     }
 
-    /// Appends the encoding of `self` to `out`.
-    fn encode(&self, out: &mut Vec<u8>);
+    /// Appends the encoding of `self` to `out`. An error (a value this
+    /// encoding cannot represent) fails the completion that wrote it, with
+    /// nothing stored.
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), CodecError>;
 
     /// The value `bytes` encode.
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError>;
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError>;
 }
 
 macro_rules! integer_codec {
     ($($t:ty => $tag:literal),* $(,)?) => {$(
         impl Codec for $t {
             const TAG: &'static str = $tag;
-            fn encode(&self, out: &mut Vec<u8>) {
+            fn encode(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
                 out.extend_from_slice(&self.to_le_bytes());
+                Ok(())
             }
-            fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+            fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
                 let array = bytes.try_into().map_err(|_| {
-                    DecodeError::new(format!(
+                    CodecError::new(format!(
                         "{} takes {} bytes, got {}",
                         $tag,
                         std::mem::size_of::<$t>(),
@@ -100,46 +105,51 @@ integer_codec!(
 
 impl Codec for bool {
     const TAG: &'static str = "bool";
-    fn encode(&self, out: &mut Vec<u8>) {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
         out.push(u8::from(*self));
+        Ok(())
     }
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         match bytes {
             [0] => Ok(false),
             [1] => Ok(true),
-            _ => Err(DecodeError::new("bool takes one byte, 0 or 1")),
+            _ => Err(CodecError::new("bool takes one byte, 0 or 1")),
         }
     }
 }
 
 impl Codec for () {
     const TAG: &'static str = "unit";
-    fn encode(&self, _: &mut Vec<u8>) {}
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    fn encode(&self, _: &mut Vec<u8>) -> Result<(), CodecError> {
+        Ok(())
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         if bytes.is_empty() {
             Ok(())
         } else {
-            Err(DecodeError::new("() takes no bytes"))
+            Err(CodecError::new("() takes no bytes"))
         }
     }
 }
 
 impl Codec for String {
     const TAG: &'static str = "utf8";
-    fn encode(&self, out: &mut Vec<u8>) {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
         out.extend_from_slice(self.as_bytes());
+        Ok(())
     }
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        String::from_utf8(bytes.to_vec()).map_err(|e| DecodeError::new(format!("not UTF-8: {e}")))
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        String::from_utf8(bytes.to_vec()).map_err(|e| CodecError::new(format!("not UTF-8: {e}")))
     }
 }
 
 impl Codec for Vec<u8> {
     const TAG: &'static str = "bytes";
-    fn encode(&self, out: &mut Vec<u8>) {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
         out.extend_from_slice(self);
+        Ok(())
     }
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         Ok(bytes.to_vec())
     }
 }
@@ -147,10 +157,11 @@ impl Codec for Vec<u8> {
 impl Codec for bytes::Bytes {
     // The same bytes as `Vec<u8>`: a journal written with one reads as the other.
     const TAG: &'static str = "bytes";
-    fn encode(&self, out: &mut Vec<u8>) {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
         out.extend_from_slice(self);
+        Ok(())
     }
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         Ok(bytes::Bytes::copy_from_slice(bytes))
     }
 }
@@ -160,27 +171,69 @@ impl<T: Codec> Codec for std::sync::Arc<T> {
     fn tag() -> String {
         T::tag()
     }
-    fn encode(&self, out: &mut Vec<u8>) {
-        T::encode(self, out);
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        T::encode(self, out)
     }
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         T::decode(bytes).map(std::sync::Arc::new)
+    }
+}
+
+/// A [`Codec`] for any serde type, in postcard's compact encoding (feature
+/// `serde`). Wrap the stored type in it: `Store<String, Serde<Receipt>>`.
+///
+/// ```
+/// use idemstore::{Codec, Serde};
+///
+/// #[derive(serde::Serialize, serde::Deserialize, Clone, PartialEq, Debug)]
+/// struct Receipt { id: u64, amount_cents: i64, note: String }
+///
+/// let receipt = Serde(Receipt { id: 7, amount_cents: -250, note: "refund".into() });
+/// let mut bytes = Vec::new();
+/// receipt.encode(&mut bytes)?;
+/// assert_eq!(Serde::<Receipt>::decode(&bytes)?, receipt);
+/// # Ok::<(), idemstore::CodecError>(())
+/// ```
+#[cfg(feature = "serde")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Serde<T>(pub T);
+
+#[cfg(feature = "serde")]
+impl<T> Codec for Serde<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    const TAG: &'static str = "postcard/1";
+
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let bytes = postcard::to_allocvec(&self.0)
+            .map_err(|e| CodecError::new(format!("postcard could not encode the value: {e}")))?;
+        out.extend_from_slice(&bytes);
+        Ok(())
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        postcard::from_bytes(bytes)
+            .map(Serde)
+            .map_err(|e| CodecError::new(format!("not a postcard value of this type: {e}")))
     }
 }
 
 /// Appends `value` with its length in front, so a tuple's fields can be
 /// told apart.
-pub(crate) fn encode_framed<T: Codec>(value: &T, out: &mut Vec<u8>) {
+pub(crate) fn encode_framed<T: Codec>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
     let at = out.len();
     out.extend_from_slice(&[0; 4]);
-    value.encode(out);
-    let len = u32::try_from(out.len() - at - 4).unwrap_or(u32::MAX);
+    value.encode(out)?;
+    let len = u32::try_from(out.len() - at - 4)
+        .map_err(|_| CodecError::new("a tuple field over 4 GiB"))?;
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(())
 }
 
 /// Splits a field written by [`encode_framed`] off the front of `bytes`.
-pub(crate) fn split_framed(bytes: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
-    let too_short = || DecodeError::new("a length-prefixed field runs past the end");
+pub(crate) fn split_framed(bytes: &[u8]) -> Result<(&[u8], &[u8]), CodecError> {
+    let too_short = || CodecError::new("a length-prefixed field runs past the end");
     let (len, rest) = bytes.split_first_chunk::<4>().ok_or_else(too_short)?;
     let len = u32::from_le_bytes(*len) as usize;
     if rest.len() < len {
@@ -198,13 +251,13 @@ macro_rules! tuple_codec {
                 format!("({})", parts.join(","))
             }
             #[allow(non_snake_case)]
-            fn encode(&self, out: &mut Vec<u8>) {
+            fn encode(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
                 let ($($name,)+ $last,) = self;
-                $(encode_framed($name, out);)+
-                $last.encode(out);
+                $(encode_framed($name, out)?;)+
+                $last.encode(out)
             }
             #[allow(non_snake_case)]
-            fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+            fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
                 let rest = bytes;
                 $(
                     let ($name, rest) = split_framed(rest)?;
@@ -226,7 +279,7 @@ mod tests {
 
     fn round_trip<T: Codec + PartialEq + fmt::Debug>(value: T) {
         let mut bytes = Vec::new();
-        value.encode(&mut bytes);
+        value.encode(&mut bytes).unwrap();
         assert_eq!(T::decode(&bytes), Ok(value));
     }
 

@@ -48,8 +48,10 @@
 //!   stored, so a retry runs again.
 //! * **Leases and fencing.** An owner's claim lasts a lease (shorter than
 //!   the TTL; renewable). Once it passes, a new claim takes the key over.
-//!   Every claim gets a fencing [`Ticket::token`] that only grows, and a
-//!   stale owner's `complete` is refused as [`Superseded`], returning its value.
+//!   Every claim gets a fencing [`Ticket::token`]: a key's tokens only grow
+//!   (no order is promised between two keys' tokens), and a stale owner's
+//!   `complete` is refused as [`CompleteError::Superseded`], returning its
+//!   value.
 //! * **Expiry.** Retention counts from completion. Every read checks the
 //!   clock, so an expired entry is invisible at once; a background sweeper
 //!   (holding only a weak reference) reclaims memory in bounded steps and
@@ -96,12 +98,46 @@
 //! # Ok::<(), idemstore::ConfigError>(())
 //! ```
 //!
+//! ## Durability (feature `journal`)
+//!
+//! In memory, a restart forgets every result, so a retry after a deploy runs
+//! the operation again. With [`Builder::journal`], completed results are
+//! appended to a file (group-committed across threads) and replayed when the
+//! store is built again:
+//!
+//! ```
+//! # #[cfg(feature = "journal")] {
+//! use idemstore::{Fsync, Store};
+//! # let dir = std::env::temp_dir().join(format!("idemstore-guide-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).unwrap();
+//! # let path = dir.join("orders.journal");
+//! let store: Store<String, String> = Store::builder()
+//!     .journal(&path)         // replayed here, appended to after
+//!     .fsync(Fsync::Always)   // or Fsync::Interval(d) (default 1 s), Fsync::Never
+//!     .build()?;
+//! # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+//! # }
+//! # Ok::<(), idemstore::ConfigError>(())
+//! ```
+//!
+//! | [`Fsync`] | when `complete` returns `Ok` | survives |
+//! | --- | --- | --- |
+//! | `Always` | the record is written and fsynced | kill -9, an OS crash, power loss |
+//! | `Interval(d)` | the record is written to the OS, fsynced within `d` | kill -9; an OS crash loses at most `d` |
+//! | `Never` | the record is written to the OS | kill -9 |
+//!
+//! Keys and values implement [`Codec`]. An operation in flight at a crash
+//! has no record and runs again on retry; tokens never go backwards across
+//! a restart; a torn tail is cut and reported, damage elsewhere is an error.
+//! The [`journal`] module has the details.
+//!
 //! ## Configuration
 //!
-//! See [`Builder`] for every setting and its default: TTL (24 h), lease
-//! (60 s), `max_entries`, shards, sweep interval, the background sweeper, the
-//! clock and the hasher. `build` validates them and returns a
-//! [`ConfigError`] instead of panicking.
+//! See [`Builder`] for every setting and its default: TTL (24 h, or the
+//! lease if that is longer), lease (60 s, or the TTL if that is shorter),
+//! `max_entries`, shards, sweep interval, the background sweeper, the clock
+//! and the hasher. `build` validates them and returns a [`ConfigError`]
+//! instead of panicking.
 //!
 //! ## Features
 //!
@@ -112,11 +148,13 @@
 //! | --- | --- |
 //! | `tower` | `idemstore::http`: the `Idempotency-Key` middleware for tower and axum services |
 //! | `metrics` | `idemstore::metrics`: [`Stats`] (and the HTTP layer's outcomes) through the `metrics` facade |
-//! | `tracing` | spans and events from the HTTP layer, target `idemstore::http` |
+//! | `journal` | [`Builder::journal`]: completed results survive kill -9 and restarts; the [`Codec`] trait |
+//! | `serde` | [`Serde`]: a [`Codec`] for any serde type, in postcard's compact encoding (implies `journal`) |
+//! | `tracing` | spans and events from the HTTP layer and the journal |
 //!
 //! ## MSRV
 //!
-//! Rust 1.85.
+//! Rust 1.89.
 
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -145,8 +183,10 @@ mod wait;
 pub use builder::Builder;
 pub use claim::{Claim, Pending, Ticket};
 pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(feature = "serde")]
+pub use codec::Serde;
 #[cfg(feature = "journal")]
-pub use codec::{Codec, DecodeError};
+pub use codec::{Codec, CodecError};
 pub use error::{ClaimError, CompleteError, ConfigError, ExecuteError, Superseded, WaitError};
 pub use fingerprint::{Fingerprint, FingerprintHasher};
 #[cfg(feature = "journal")]

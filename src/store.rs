@@ -455,21 +455,16 @@ where
         use crate::journal::{format, JournalError};
         let mut record = Vec::new();
         let wall = self.inner.clock.wall_at(expires_at);
-        let fits = format::complete(
+        let committed = format::complete(
             &mut record,
             token,
             wall,
             fingerprint,
             |out| (journal.encode_key)(key, out),
             |out| (journal.encode_value)(&value, out),
-        );
-        let committed = if fits {
-            journal.log.commit(&record, 1)
-        } else {
-            Err(JournalError::TooLarge {
-                bytes: record.len(),
-            })
-        };
+        )
+        .map_err(JournalError::from)
+        .and_then(|()| journal.log.commit(&record, 1));
         if let Err(error) = committed {
             // Nothing is acknowledged that was not recorded: the key is
             // released, so a retry runs the operation again.
@@ -486,8 +481,11 @@ where
                 // Taken over while the record was written: revoke exactly
                 // this token's completion, so a replay does not bring it back.
                 record.clear();
-                format::remove(&mut record, token, |out| (journal.encode_key)(key, out));
-                let _ = journal.log.commit(&record, 1);
+                // The key encoded a moment ago, so it encodes again.
+                if format::remove(&mut record, token, |out| (journal.encode_key)(key, out)).is_ok()
+                {
+                    let _ = journal.log.commit(&record, 1);
+                }
                 Err(CompleteError::Superseded(value))
             }
         }
@@ -800,7 +798,10 @@ where
     {
         let mut record = Vec::new();
         let live = self.inner.table.remove(key, self.now(), |key, upto| {
-            crate::journal::format::remove(&mut record, upto, |out| (journal.encode_key)(key, out));
+            // A removed key was recorded once, so it encodes again.
+            let _ = crate::journal::format::remove(&mut record, upto, |out| {
+                (journal.encode_key)(key, out)
+            });
         });
         if !record.is_empty() {
             if let Err(_error) = journal.log.commit(&record, 1) {

@@ -9,24 +9,24 @@ use http::{HeaderMap, Method, StatusCode};
 
 use super::key::RequestKey;
 use super::response::StoredResponse;
-use crate::codec::{encode_framed, split_framed, Codec, DecodeError};
+use crate::codec::{encode_framed, split_framed, Codec, CodecError};
 
 impl Codec for RequestKey {
     const TAG: &'static str = "http-request-key/1";
 
-    fn encode(&self, out: &mut Vec<u8>) {
-        encode_framed(&self.scope, out);
-        encode_framed(&self.method.as_str().to_string(), out);
-        encode_framed(&self.path, out);
-        self.key.encode(out);
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        encode_framed(&self.scope, out)?;
+        encode_framed(&self.method.as_str().to_string(), out)?;
+        encode_framed(&self.path, out)?;
+        self.key.encode(out)
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         let (scope, rest) = split_framed(bytes)?;
         let (method, rest) = split_framed(rest)?;
         let (path, key) = split_framed(rest)?;
         let method = Method::from_bytes(method)
-            .map_err(|e| DecodeError::new(format!("a stored key's method: {e}")))?;
+            .map_err(|e| CodecError::new(format!("a stored key's method: {e}")))?;
         Ok(RequestKey {
             scope: String::decode(scope)?,
             method,
@@ -39,22 +39,23 @@ impl Codec for RequestKey {
 impl Codec for StoredResponse {
     const TAG: &'static str = "http-response/1";
 
-    fn encode(&self, out: &mut Vec<u8>) {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
         out.extend_from_slice(&self.status().as_u16().to_le_bytes());
         let headers = self.headers();
         out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
         for (name, value) in headers {
-            encode_framed(&name.as_str().as_bytes().to_vec(), out);
-            encode_framed(&value.as_bytes().to_vec(), out);
+            encode_framed(&name.as_str().as_bytes().to_vec(), out)?;
+            encode_framed(&value.as_bytes().to_vec(), out)?;
         }
         out.extend_from_slice(self.body());
+        Ok(())
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let cut = || DecodeError::new("a stored response cut short");
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let cut = || CodecError::new("a stored response cut short");
         let (status, rest) = bytes.split_first_chunk::<2>().ok_or_else(cut)?;
         let status = StatusCode::from_u16(u16::from_le_bytes(*status))
-            .map_err(|e| DecodeError::new(format!("a stored response's status: {e}")))?;
+            .map_err(|e| CodecError::new(format!("a stored response's status: {e}")))?;
         let (count, mut rest) = rest.split_first_chunk::<4>().ok_or_else(cut)?;
         let count = u32::from_le_bytes(*count);
         // Not sized by `count`: it comes from the file.
@@ -64,9 +65,9 @@ impl Codec for StoredResponse {
             let (value, after) = split_framed(after)?;
             rest = after;
             let name = HeaderName::from_bytes(name)
-                .map_err(|e| DecodeError::new(format!("a stored header name: {e}")))?;
+                .map_err(|e| CodecError::new(format!("a stored header name: {e}")))?;
             let value = HeaderValue::from_bytes(value)
-                .map_err(|e| DecodeError::new(format!("a stored header value: {e}")))?;
+                .map_err(|e| CodecError::new(format!("a stored header value: {e}")))?;
             headers.append(name, value);
         }
         Ok(StoredResponse::from_parts(
@@ -90,7 +91,7 @@ mod tests {
         headers.append("x-bin", HeaderValue::from_bytes(&[0x80, 0xff]).unwrap());
         let stored = StoredResponse::new(StatusCode::CREATED, &headers, &b"\x00{\"id\":7}"[..]);
         let mut bytes = Vec::new();
-        stored.encode(&mut bytes);
+        stored.encode(&mut bytes).unwrap();
         let back = StoredResponse::decode(&bytes).unwrap();
         assert_eq!(back.status(), StatusCode::CREATED);
         assert_eq!(back.headers(), stored.headers());
@@ -103,7 +104,7 @@ mod tests {
     fn a_request_key_round_trips_and_bad_bytes_are_errors() {
         let key = RequestKey::new("tenant ü", Method::PATCH, "/orders/1", "k-1");
         let mut bytes = Vec::new();
-        key.encode(&mut bytes);
+        key.encode(&mut bytes).unwrap();
         assert_eq!(RequestKey::decode(&bytes), Ok(key));
         assert!(RequestKey::decode(&bytes[..3]).is_err());
         assert!(StoredResponse::decode(&[0xff, 0xff, 0, 0, 0, 0]).is_err());

@@ -87,7 +87,8 @@ where
         .for_each_completed(inner.clock.now(), SNAPSHOT_BUDGET, |batch| {
             for (key, value, fingerprint, expires_at) in batch.drain(..) {
                 let wall = inner.clock.wall_at(expires_at);
-                let fits = format::complete(
+                // Every entry here was recorded once, so it encodes again.
+                let written = format::complete(
                     &mut bytes,
                     label,
                     wall,
@@ -95,7 +96,7 @@ where
                     |out| (journal.encode_key)(&key, out),
                     |out| (journal.encode_value)(&value, out),
                 );
-                records += u64::from(fits);
+                records += u64::from(written.is_ok());
             }
             if bytes.len() >= 1 << 20 && failed.is_none() {
                 if let Err(e) = file.write_all(&bytes) {

@@ -16,6 +16,7 @@
 
 use std::fmt;
 
+use crate::codec::CodecError;
 use crate::fingerprint::Fingerprint;
 
 pub(crate) const MAGIC: &[u8; 8] = b"IDEMJRNL";
@@ -60,16 +61,24 @@ pub(crate) fn header(tag: &str) -> Vec<u8> {
     out
 }
 
-/// Appends a complete record to `out`, returning false (and writing
-/// nothing) if its body would exceed [`MAX_BODY`].
+/// Why a record was not written.
+#[derive(Debug)]
+pub(crate) enum Unwritable {
+    /// Its body would exceed [`MAX_BODY`]: this many bytes.
+    TooLarge(usize),
+    /// Its key or value did not encode.
+    Codec(CodecError),
+}
+
+/// Appends a complete record to `out`; on an error, `out` is as it was.
 pub(crate) fn complete(
     out: &mut Vec<u8>,
     token: u64,
     expires_at: u64,
     fingerprint: Option<Fingerprint>,
-    key: impl FnOnce(&mut Vec<u8>),
-    value: impl FnOnce(&mut Vec<u8>),
-) -> bool {
+    key: impl FnOnce(&mut Vec<u8>) -> Result<(), CodecError>,
+    value: impl FnOnce(&mut Vec<u8>) -> Result<(), CodecError>,
+) -> Result<(), Unwritable> {
     framed(out, |body| {
         body.push(KIND_COMPLETE);
         body.extend_from_slice(&token.to_le_bytes());
@@ -83,45 +92,59 @@ pub(crate) fn complete(
         }
         let len_at = body.len();
         body.extend_from_slice(&[0; 4]);
-        key(body);
-        let key_len = (body.len() - len_at - 4) as u32;
+        key(body)?;
+        let key_len = u32::try_from(body.len() - len_at - 4)
+            .map_err(|_| CodecError::new("a key over 4 GiB"))?;
         body[len_at..len_at + 4].copy_from_slice(&key_len.to_le_bytes());
-        value(body);
+        value(body)
     })
 }
 
-/// Appends a remove record to `out`.
-pub(crate) fn remove(out: &mut Vec<u8>, upto: u64, key: impl FnOnce(&mut Vec<u8>)) -> bool {
+/// Appends a remove record to `out`; on an error, `out` is as it was.
+pub(crate) fn remove(
+    out: &mut Vec<u8>,
+    upto: u64,
+    key: impl FnOnce(&mut Vec<u8>) -> Result<(), CodecError>,
+) -> Result<(), Unwritable> {
     framed(out, |body| {
         body.push(KIND_REMOVE);
         body.extend_from_slice(&upto.to_le_bytes());
-        key(body);
+        key(body)
     })
 }
 
 /// Appends a token reservation to `out`.
 pub(crate) fn reserve(out: &mut Vec<u8>, upto: u64) {
-    framed(out, |body| {
+    let written = framed(out, |body| {
         body.push(KIND_RESERVE);
         body.extend_from_slice(&upto.to_le_bytes());
+        Ok(())
     });
+    debug_assert!(written.is_ok(), "nine bytes always fit");
 }
 
 /// Writes a record's frame around the body `fill` appends.
-fn framed(out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) -> bool {
+fn framed(
+    out: &mut Vec<u8>,
+    fill: impl FnOnce(&mut Vec<u8>) -> Result<(), CodecError>,
+) -> Result<(), Unwritable> {
     let start = out.len();
     out.extend_from_slice(&[0; RECORD_HEADER]);
-    fill(out);
+    if let Err(e) = fill(out) {
+        out.truncate(start);
+        return Err(Unwritable::Codec(e));
+    }
     let body = &out[start + RECORD_HEADER..];
     if body.len() > MAX_BODY {
+        let len = body.len();
         out.truncate(start);
-        return false;
+        return Err(Unwritable::TooLarge(len));
     }
     let len = body.len() as u32;
     let crc = crc32c::crc32c(body);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    true
+    Ok(())
 }
 
 /// Why a journal's bytes cannot be read.
@@ -301,6 +324,7 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Codec;
 
     fn journal() -> Vec<u8> {
         let mut bytes = header("t");
@@ -310,10 +334,11 @@ mod tests {
             3,
             99,
             Some(Fingerprint::of_bytes(b"p")),
-            |k| k.extend_from_slice(b"key"),
-            |v| v.extend_from_slice(b"value"),
-        );
-        remove(&mut bytes, 3, |k| k.extend_from_slice(b"key"));
+            |k| "key".to_string().encode(k),
+            |v| "value".to_string().encode(v),
+        )
+        .unwrap();
+        remove(&mut bytes, 3, |k| "key".to_string().encode(k)).unwrap();
         bytes
     }
 

@@ -178,6 +178,11 @@ pub enum JournalError {
         /// The record's size.
         bytes: usize,
     },
+    /// A key or value its [`Codec`](crate::Codec) could not encode.
+    Encode {
+        /// What the codec said.
+        reason: String,
+    },
     /// More live entries in the journal than the store's `max_entries`.
     Capacity {
         /// The journal.
@@ -246,6 +251,7 @@ impl fmt::Display for JournalError {
                 "journal {} is damaged at byte offset {offset}: {reason} (open with Recovery::TruncateAtDamage to cut it there)",
                 path.display()
             ),
+            JournalError::Encode { reason } => write!(f, "a journal record did not encode: {reason}"),
             JournalError::TooLarge { bytes } => {
                 write!(f, "a journal record of {bytes} bytes is over the 1 GiB limit")
             }
@@ -264,6 +270,17 @@ impl fmt::Display for JournalError {
 }
 
 impl std::error::Error for JournalError {}
+
+impl From<format::Unwritable> for JournalError {
+    fn from(e: format::Unwritable) -> Self {
+        match e {
+            format::Unwritable::TooLarge(bytes) => JournalError::TooLarge { bytes },
+            format::Unwritable::Codec(e) => JournalError::Encode {
+                reason: e.to_string(),
+            },
+        }
+    }
+}
 
 /// Tokens reserved ahead, so none is handed out before its reservation is
 /// in the journal (rule: tokens never go backwards across a restart).
@@ -336,13 +353,16 @@ impl crate::table::TokenGate for Arc<Tokens> {
     }
 }
 
+/// Appends a key's or value's encoding.
+pub(crate) type Encoder<T> = fn(&T, &mut Vec<u8>) -> Result<(), crate::codec::CodecError>;
+
 /// The journal as a store holds it: the log, and its key and value
 /// encoders, made where the types' `Codec` bounds hold.
 pub(crate) struct Journal<K, V> {
     pub(crate) log: Arc<Log>,
     pub(crate) tokens: Arc<Tokens>,
-    pub(crate) encode_key: fn(&K, &mut Vec<u8>),
-    pub(crate) encode_value: fn(&V, &mut Vec<u8>),
+    pub(crate) encode_key: Encoder<K>,
+    pub(crate) encode_value: Encoder<V>,
     pub(crate) report: ReplayReport,
     /// The header's codec tag.
     pub(crate) tag: String,

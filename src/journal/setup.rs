@@ -4,7 +4,7 @@ use std::hash::{BuildHasher, Hash};
 use std::path::PathBuf;
 
 use super::open::{open, tag, Opened};
-use super::{Fsync, Journal, JournalError, Options, Recovery, DEFAULT_COMPACT_ABOVE};
+use super::{Encoder, Fsync, Journal, JournalError, Options, Recovery, DEFAULT_COMPACT_ABOVE};
 use crate::builder::Builder;
 use crate::clock::{unix_nanos, StoreClock};
 use crate::codec::Codec;
@@ -27,8 +27,8 @@ pub(crate) struct Setup<K, V> {
 /// `Codec` bounds hold.
 struct Codecs<K, V> {
     open: Opener<K, V>,
-    encode_key: fn(&K, &mut Vec<u8>),
-    encode_value: fn(&V, &mut Vec<u8>),
+    encode_key: Encoder<K>,
+    encode_value: Encoder<V>,
     tag: fn() -> String,
 }
 
