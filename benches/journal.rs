@@ -15,6 +15,15 @@
 //!   row also counts its `write(2)` calls (`syscw` in `/proc/self/io`):
 //!   under `always` each batch is one write and one fsync, so that count is
 //!   the fsync count.
+//! * `journal_paired` (criterion): the ratios the targets are stated in,
+//!   with the row and its reference timed back to back in every sample
+//!   (alternating which goes first), as the ops bench's `paired` rows are:
+//!   the disk's fsync latency here moves by 10x and more from one second to
+//!   the next, and a ratio of two rows' medians taken seconds apart moves
+//!   with it. At 1 thread `always_vs_write_fdatasync`, `interval_vs_write`
+//!   and `never_vs_write`; at 16 threads `interval_vs_memory` and
+//!   `never_vs_memory`. The summary gives the median of the samples'
+//!   ratios.
 //! * `journal_reads` (criterion, paired): `hit` (`get`) and `replay`
 //!   (`execute` of a completed key) on 1M prefilled keys, a store without a
 //!   journal and one with, timed back to back in every sample (alternating
@@ -33,7 +42,8 @@
 //! else `std::env::temp_dir()`, removed at the end. `-- --quick` or
 //! `IDEMSTORE_BENCH_QUICK=1` shortens everything (200k entries instead of
 //! 1M). `IDEMSTORE_BENCH_ONLY` (comma list) selects the parts: `floor`,
-//! `memory`, `always`, `interval`, `never`, `reads`, `reopen`.
+//! `memory`, `always`, `interval`, `never` (a mode's name selects its
+//! `journal_fresh` rows and its `journal_paired` rows), `reads`, `reopen`.
 //!
 //! `IDEMSTORE_BENCH_JOURNAL_COUNT=<n>` runs nothing else: `n` completions
 //! across 16 threads under `Fsync::Always`, printing the completions and
@@ -67,8 +77,6 @@ type S = Store<u64, u64>;
 const FRESH_THREADS: [usize; 3] = [1, 2, 16];
 /// A `journal_fresh` row starts a new store once its store would pass this.
 const ROLL: usize = 2_000_000;
-/// Samples of fewer reads a thread are left out of the paired ratios.
-const PAIRED_MIN_OPS: u64 = 10_000;
 
 /// Entries of `reopen` and `journal_reads`.
 fn entries() -> usize {
@@ -237,39 +245,135 @@ static TALLIES: Mutex<Vec<(&str, usize, Tally)>> = Mutex::new(Vec::new());
 /// Unique keys across rows and samples.
 static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
 
-fn fresh_row(g: &mut BenchmarkGroup<'_, WallTime>, dir: &Dir, mode: Mode, threads: usize) {
-    let mut rolling = Rolling::new(mode, dir);
-    let mut tally = Tally {
-        completions: 0,
-        writes: Some(0),
-    };
-    g.throughput(Throughput::Elements(threads as u64));
-    g.bench_function(BenchmarkId::new(mode.name(), format!("{threads}t")), |b| {
-        b.iter_custom(|iters| {
-            let n = iters as usize * threads;
-            // The keys, made before the timed window.
-            let base = NEXT_KEY.fetch_add(n as u64, Ordering::Relaxed);
-            let keys: Vec<Vec<u64>> = (0..threads as u64)
-                .map(|t| (0..iters).map(|i| u64::nth(base + t * iters + i)).collect())
-                .collect();
-            let store = rolling.store(n);
-            let before = writes();
-            let elapsed = run_threads(threads, |tid| {
-                for &k in &keys[tid] {
-                    black_box(execute(store, k));
+/// What a row times: `iters` operations a thread, the wall time of all.
+trait Timed {
+    fn time(&mut self, iters: u64) -> Duration;
+}
+
+/// `fresh` of one mode at one thread count, counting `write(2)` calls.
+struct Fresh<'a> {
+    rolling: Rolling<'a>,
+    threads: usize,
+    tally: Tally,
+}
+
+impl<'a> Fresh<'a> {
+    fn new(mode: Mode, dir: &'a Dir, threads: usize) -> Self {
+        Fresh {
+            rolling: Rolling::new(mode, dir),
+            threads,
+            tally: Tally {
+                completions: 0,
+                writes: Some(0),
+            },
+        }
+    }
+}
+
+impl Timed for Fresh<'_> {
+    fn time(&mut self, iters: u64) -> Duration {
+        let threads = self.threads;
+        let n = iters as usize * threads;
+        // The keys, made before the timed window.
+        let base = NEXT_KEY.fetch_add(n as u64, Ordering::Relaxed);
+        let keys: Vec<Vec<u64>> = (0..threads as u64)
+            .map(|t| (0..iters).map(|i| u64::nth(base + t * iters + i)).collect())
+            .collect();
+        let store = self.rolling.store(n);
+        let before = writes();
+        let elapsed = run_threads(threads, |tid| {
+            for &k in &keys[tid] {
+                black_box(execute(store, k));
+            }
+        });
+        let after = writes();
+        self.tally.completions += n as u64;
+        self.tally.writes = match (self.tally.writes, before, after) {
+            (Some(sum), Some(b), Some(a)) => Some(sum + (a - b)),
+            _ => None,
+        };
+        elapsed
+    }
+}
+
+/// A floor: one record's bytes appended with `write(2)`, alone or followed
+/// by `fdatasync`, one thread, to a file replaced once it holds [`ROLL`]
+/// records.
+struct Floor<'a> {
+    dir: &'a Dir,
+    sync: bool,
+    record: Vec<u8>,
+    current: Option<(File, PathBuf)>,
+    held: usize,
+}
+
+impl<'a> Floor<'a> {
+    fn new(dir: &'a Dir, sync: bool, bytes: usize) -> Self {
+        Floor {
+            dir,
+            sync,
+            record: vec![0x5a; bytes],
+            current: None,
+            held: 0,
+        }
+    }
+
+    fn name(sync: bool) -> &'static str {
+        if sync {
+            "write_fdatasync"
+        } else {
+            "write"
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some((file, path)) = self.current.take() {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Timed for Floor<'_> {
+    fn time(&mut self, iters: u64) -> Duration {
+        if self.current.is_none() || self.held + iters as usize > ROLL {
+            self.close();
+            let path = self.dir.fresh_path(Floor::name(self.sync));
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .expect("open the floor's file");
+            self.current = Some((file, path));
+            self.held = 0;
+        }
+        self.held += iters as usize;
+        let file = &self.current.as_ref().expect("opened above").0;
+        let (record, sync) = (&self.record, self.sync);
+        run_threads(1, |_| {
+            let mut writer = file;
+            for _ in 0..iters {
+                writer.write_all(record).expect("write");
+                if sync {
+                    file.sync_data().expect("fdatasync");
                 }
-            });
-            let after = writes();
-            tally.completions += n as u64;
-            tally.writes = match (tally.writes, before, after) {
-                (Some(sum), Some(b), Some(a)) => Some(sum + (a - b)),
-                _ => None,
-            };
-            elapsed
+            }
         })
+    }
+}
+
+impl Drop for Floor<'_> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A row of `timed`.
+fn row(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, threads: usize, timed: &mut impl Timed) {
+    g.throughput(Throughput::Elements(threads as u64));
+    g.bench_function(BenchmarkId::new(name, format!("{threads}t")), |b| {
+        b.iter_custom(|iters| timed.time(iters))
     });
-    drop(rolling);
-    TALLIES.lock().unwrap().push((mode.name(), threads, tally));
 }
 
 /// The bytes of one completion record of `u64 -> u64`: what a journal grows
@@ -288,78 +392,143 @@ fn record_bytes(dir: &Dir) -> usize {
     per.round() as usize
 }
 
-/// The floors: one record's bytes appended with `write(2)`, alone and
-/// followed by `fdatasync`, one thread.
-fn floor_rows(g: &mut BenchmarkGroup<'_, WallTime>, dir: &Dir, bytes: usize) {
-    let record = vec![0x5au8; bytes];
-    for (name, sync) in [("write", false), ("write_fdatasync", true)] {
-        let mut current: Option<(File, PathBuf)> = None;
-        let mut held = 0usize;
-        g.throughput(Throughput::Elements(1));
-        g.bench_function(BenchmarkId::new(name, "1t"), |b| {
-            b.iter_custom(|iters| {
-                if current.is_none() || held + iters as usize > ROLL {
-                    if let Some((_, path)) = current.take() {
-                        let _ = std::fs::remove_file(path);
-                    }
-                    let path = dir.fresh_path(name);
-                    let file = OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&path)
-                        .expect("open the floor's file");
-                    current = Some((file, path));
-                    held = 0;
-                }
-                held += iters as usize;
-                let file = &current.as_ref().expect("opened above").0;
-                run_threads(1, |_| {
-                    let mut writer = file;
-                    for _ in 0..iters {
-                        writer.write_all(&record).expect("write");
-                        if sync {
-                            file.sync_data().expect("fdatasync");
-                        }
-                    }
-                })
-            })
-        });
-        if let Some((_, path)) = current.take() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// The floors and the `journal_fresh` rows, the floors first and the rows
-/// by thread count, so that what each ratio compares ran side by side.
+/// The floors, then per thread count the `journal_fresh` rows and the
+/// `journal_paired` rows, so that what each ratio compares ran side by
+/// side.
 fn fresh(c: &mut Criterion, dir: &Dir) -> usize {
     let bytes = record_bytes(dir);
     let mut g = c.benchmark_group("journal_floor");
     g.sampling_mode(SamplingMode::Flat);
     if selected("floor") {
-        floor_rows(&mut g, dir, bytes);
-    }
-    g.finish();
-    let mut g = c.benchmark_group("journal_fresh");
-    g.sampling_mode(SamplingMode::Flat);
-    for threads in FRESH_THREADS {
-        for mode in Mode::ALL {
-            if selected(mode.name()) {
-                fresh_row(&mut g, dir, mode, threads);
-            }
+        for sync in [false, true] {
+            row(
+                &mut g,
+                Floor::name(sync),
+                1,
+                &mut Floor::new(dir, sync, bytes),
+            );
         }
     }
     g.finish();
+    for threads in FRESH_THREADS {
+        let mut g = c.benchmark_group("journal_fresh");
+        g.sampling_mode(SamplingMode::Flat);
+        for mode in Mode::ALL {
+            if selected(mode.name()) {
+                let mut fresh = Fresh::new(mode, dir, threads);
+                row(&mut g, mode.name(), threads, &mut fresh);
+                TALLIES
+                    .lock()
+                    .unwrap()
+                    .push((mode.name(), threads, fresh.tally));
+            }
+        }
+        g.finish();
+        let mut g = c.benchmark_group("journal_paired");
+        g.sampling_mode(SamplingMode::Flat);
+        for mode in [Mode::Always, Mode::Interval, Mode::Never] {
+            if !selected(mode.name()) {
+                continue;
+            }
+            let mut journal = Fresh::new(mode, dir, threads);
+            if threads == 1 {
+                let sync = mode == Mode::Always;
+                let mut floor = Floor::new(dir, sync, bytes);
+                let name = format!("{}_vs_{}", mode.name(), Floor::name(sync));
+                paired_row(
+                    &mut g,
+                    "journal_paired",
+                    &name,
+                    threads,
+                    &mut floor,
+                    &mut journal,
+                );
+            } else if threads == 16 && mode != Mode::Always {
+                let mut memory = Fresh::new(Mode::Memory, dir, threads);
+                let name = format!("{}_vs_memory", mode.name());
+                paired_row(
+                    &mut g,
+                    "journal_paired",
+                    &name,
+                    threads,
+                    &mut memory,
+                    &mut journal,
+                );
+            }
+        }
+        g.finish();
+    }
     bytes
 }
 
-// ------------------------------------------------------------------- reads
+// ------------------------------------------------------------------ paired
 
-/// A paired read row's samples: ns per read without and with a journal.
+/// A paired row's samples: ns per operation per thread of the reference
+/// half and of the journal's half.
 type Samples = Vec<(f64, f64)>;
 
-/// Each paired read row's samples.
+/// Each paired row's samples, by `group/name/threads`.
 static PAIRED: Mutex<Vec<(String, Samples)>> = Mutex::new(Vec::new());
+
+/// Samples whose halves took less than this are left out of the ratios:
+/// criterion's first warm-up samples run a handful of operations, and then
+/// ending the threads is much of what they time.
+const MIN_HALF: Duration = Duration::from_millis(1);
+
+/// A row timing `reference` and `journal` back to back in every sample,
+/// in alternating order, so both halves run under the same conditions
+/// (the machine's other tenants, the disk's latency of the moment). The
+/// row's own time is the sum; the summary prints the halves and their
+/// ratio.
+fn paired_row(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    group: &str,
+    name: &str,
+    threads: usize,
+    reference: &mut impl Timed,
+    journal: &mut impl Timed,
+) {
+    let mut samples = Vec::new();
+    let mut journal_first = false;
+    g.throughput(Throughput::Elements(2 * threads as u64));
+    g.bench_function(BenchmarkId::new(name, format!("{threads}t")), |b| {
+        b.iter_custom(|iters| {
+            journal_first = !journal_first;
+            let (theirs, mine) = if journal_first {
+                let mine = journal.time(iters);
+                (reference.time(iters), mine)
+            } else {
+                let theirs = reference.time(iters);
+                (theirs, journal.time(iters))
+            };
+            if theirs >= MIN_HALF && mine >= MIN_HALF {
+                let per = |d: Duration| d.as_nanos() as f64 / iters as f64;
+                samples.push((per(theirs), per(mine)));
+            }
+            theirs + mine
+        })
+    });
+    PAIRED
+        .lock()
+        .unwrap()
+        .push((format!("{group}/{name}/{threads}t"), samples));
+}
+
+/// A paired row's samples, if it ran in this invocation.
+fn paired_samples(row: &str) -> Option<Samples> {
+    let rows = PAIRED.lock().unwrap();
+    let (_, samples) = rows.iter().find(|(r, _)| r == row)?;
+    (!samples.is_empty()).then(|| samples.clone())
+}
+
+/// Median and middle half of `ratios`.
+fn spread(mut ratios: Vec<f64>) -> (f64, f64, f64) {
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.25), at(0.75))
+}
+
+// ------------------------------------------------------------------- reads
 
 /// A store of `mode` holding `keys`, filled in `order`, every key checked.
 fn prefilled(mode: Mode, path: &Path, keys: &[u64], order: &[usize]) -> S {
@@ -380,24 +549,39 @@ fn prefilled(mode: Mode, path: &Path, keys: &[u64], order: &[usize]) -> S {
     store
 }
 
-/// `iters` reads a thread of `store` from its own offset in `keys`, as the
-/// ops bench's `hit` (`get`) and `replay` (`execute`) read.
-fn timed_reads(store: &S, keys: &[u64], replay: bool, threads: usize, iters: u64) -> Duration {
-    run_threads(threads, |tid| {
-        let mut i = (tid * 7919 * 31) % keys.len();
-        for _ in 0..iters {
-            let k = keys[i];
-            if replay {
-                black_box(execute(store, k));
-            } else {
-                black_box(store.get(&k));
+/// Reads of `store`, each thread from its own offset in `keys`, as the ops
+/// bench's `hit` (`get`) and `replay` (`execute` of a completed key) read.
+struct Reads<'a> {
+    store: &'a S,
+    keys: &'a [u64],
+    replay: bool,
+    threads: usize,
+}
+
+impl Timed for Reads<'_> {
+    fn time(&mut self, iters: u64) -> Duration {
+        let Reads {
+            store,
+            keys,
+            replay,
+            threads,
+        } = *self;
+        run_threads(threads, |tid| {
+            let mut i = (tid * 7919 * 31) % keys.len();
+            for _ in 0..iters {
+                let k = keys[i];
+                if replay {
+                    black_box(execute(store, k));
+                } else {
+                    black_box(store.get(&k));
+                }
+                i += 1;
+                if i == keys.len() {
+                    i = 0;
+                }
             }
-            i += 1;
-            if i == keys.len() {
-                i = 0;
-            }
-        }
-    })
+        })
+    }
 }
 
 fn reads(c: &mut Criterion, dir: &Dir) {
@@ -417,29 +601,21 @@ fn reads(c: &mut Criterion, dir: &Dir) {
     g.sampling_mode(SamplingMode::Flat);
     for (workload, replay) in [("hit", false), ("replay", true)] {
         for threads in thread_counts() {
-            let mut samples = Vec::new();
-            let mut journal_first = false;
-            g.throughput(Throughput::Elements(2 * threads as u64));
-            g.bench_function(BenchmarkId::new(workload, format!("{threads}t")), |b| {
-                b.iter_custom(|iters| {
-                    journal_first = !journal_first;
-                    let time = |s: &S| timed_reads(s, &keys, replay, threads, iters);
-                    let (mem, jour) = if journal_first {
-                        let jour = time(&journaled);
-                        (time(&memory), jour)
-                    } else {
-                        let mem = time(&memory);
-                        (mem, time(&journaled))
-                    };
-                    if iters >= PAIRED_MIN_OPS {
-                        let per = |d: Duration| d.as_nanos() as f64 / iters as f64;
-                        samples.push((per(mem), per(jour)));
-                    }
-                    mem + jour
-                })
-            });
-            let row = format!("{workload}/{threads}t");
-            PAIRED.lock().unwrap().push((row, samples));
+            let reads = |store| Reads {
+                store,
+                keys: &keys,
+                replay,
+                threads,
+            };
+            let (mut without, mut with) = (reads(&memory), reads(&journaled));
+            paired_row(
+                &mut g,
+                "journal_reads",
+                workload,
+                threads,
+                &mut without,
+                &mut with,
+            );
         }
     }
     g.finish();
@@ -532,6 +708,20 @@ fn verdict(met: Option<bool>) -> &'static str {
     }
 }
 
+/// A paired row's ratio, journal's half over the reference's (or, with
+/// `rate`, the reference's over the journal's: the journal's rate as a
+/// fraction of the reference's), as "median (middle half, samples)".
+fn paired_ratio(row: &str, rate: bool) -> Option<(f64, String)> {
+    let samples = paired_samples(row)?;
+    let ratios = samples
+        .iter()
+        .map(|&(theirs, mine)| if rate { theirs / mine } else { mine / theirs })
+        .collect::<Vec<_>>();
+    let n = ratios.len();
+    let (mid, lo, hi) = spread(ratios);
+    Some((mid, format!("{mid:.2}x ({lo:.2}x-{hi:.2}x, {n} samples)")))
+}
+
 fn print_fresh(bytes: usize) {
     let write = floor_ns("write");
     let sync = floor_ns("write_fdatasync");
@@ -550,9 +740,11 @@ fn print_fresh(bytes: usize) {
         (writes > 0).then(|| t.completions as f64 / writes as f64)
     };
     println!(
-        "\njournal_fresh: a new key each time (claim, run nothing, complete). ns per op per thread (criterion's median); \
-         ns per completion = that / threads; completions per write(2) counted (under always: per fsync); \
-         rate vs memory = memory's time / the row's; vs floor = ns per completion / the floor's (always: write_fdatasync, else write):"
+        "\njournal_fresh: a new key each time (claim, run nothing, complete), u64 -> u64. \
+         ns per op per thread: criterion's median; ns per completion: that / threads; \
+         completions per write(2): counted (syscw), under always also per fsync; \
+         rate vs memory: memory's median / the row's; vs floor: ns per completion / the floor's median \
+         (always: write_fdatasync, else write):"
     );
     println!("\n| mode | threads | ns per op per thread | ns per completion | completions per write(2) | rate vs memory | vs floor |");
     println!("|---|---|---|---|---|---|---|");
@@ -583,50 +775,76 @@ fn print_fresh(bytes: usize) {
         }
     }
 
-    println!("\nTargets:");
-    let ratio = |mode: &str, floor: Option<f64>| Some(fresh_ns(mode, 1)? / floor?);
+    let rows: Vec<_> = PAIRED
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(r, s)| r.starts_with("journal_paired/") && !s.is_empty())
+        .map(|(r, _)| r.clone())
+        .collect();
+    if !rows.is_empty() {
+        println!("\njournal_paired: the journal's row and its reference timed back to back in every sample (median of the samples, middle half):");
+        for row in &rows {
+            let rate = row.contains("_vs_memory");
+            let (_, text) = paired_ratio(row, rate).expect("listed above");
+            let what = if rate {
+                "the journal's rate / memory's"
+            } else {
+                "the journal's time / the floor's"
+            };
+            println!("{row}: {text}, {what}");
+        }
+    }
+
+    println!("\nTargets (paired rows where they ran, else the rows' medians):");
+    let target =
+        |text: &str, paired: Option<(f64, String)>, rows: Option<f64>, met: fn(f64) -> bool| {
+            let (value, shown) = match (paired, rows) {
+                (Some((p, shown)), rows) => (Some(p), format!("{shown}; rows {}", times(rows))),
+                (None, rows) => (rows, times(rows)),
+            };
+            println!("  {text}: {shown}: {}", verdict(value.map(met)));
+        };
+    let over = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
     for mode in ["interval", "never"] {
-        let r = ratio(mode, write);
-        println!(
-            "  1 thread, {mode} / bare write: {} (target <= 2x): {}",
-            times(r),
-            verdict(r.map(|r| r <= 2.0))
+        target(
+            &format!("1 thread, {mode} / bare write (target <= 2x)"),
+            paired_ratio(&format!("journal_paired/{mode}_vs_write/1t"), false),
+            over(fresh_ns(mode, 1), write),
+            |r| r <= 2.0,
         );
     }
-    let r = ratio("always", sync);
-    println!(
-        "  1 thread, always / bare write + fdatasync: {} (target <= 1.2x): {}",
-        times(r),
-        verdict(r.map(|r| r <= 1.2))
+    target(
+        "1 thread, always / bare write + fdatasync (target <= 1.2x)",
+        paired_ratio("journal_paired/always_vs_write_fdatasync/1t", false),
+        over(fresh_ns("always", 1), sync),
+        |r| r <= 1.2,
     );
     for mode in ["interval", "never"] {
-        let r = fresh_ns("memory", 16)
-            .zip(fresh_ns(mode, 16))
-            .map(|(m, j)| m / j);
-        println!(
-            "  16 threads, {mode}'s rate / in-memory rate: {} (target >= 0.5x): {}",
-            times(r),
-            verdict(r.map(|r| r >= 0.5))
+        target(
+            &format!("16 threads, {mode}'s rate / in-memory rate (target >= 0.5x)"),
+            paired_ratio(&format!("journal_paired/{mode}_vs_memory/16t"), true),
+            over(fresh_ns("memory", 16), fresh_ns(mode, 16)),
+            |r| r >= 0.5,
         );
     }
     // Only a row measured in this invocation (its median is there).
     let counted = fresh_ns("always", 16).and(per_write("always", 16));
     println!(
-        "  16 threads, always: {} completions per fsync, counted (target >= 8): {}",
+        "  16 threads, always: completions per fsync, counted (target >= 8): {}: {}",
         counted.map_or("-".into(), |c| format!("{c:.2}")),
         verdict(counted.map(|c| c >= 8.0))
     );
-    if let (Some(ns), Some(sync)) = (fresh_ns("always", 16), sync) {
-        println!(
-            "    (from the times: one bare write + fdatasync per {:.2} completions)",
-            sync / (ns / 16.0)
-        );
-    }
 }
 
 fn print_reads() {
-    let rows = PAIRED.lock().unwrap();
-    let rows: Vec<_> = rows.iter().filter(|(_, s)| !s.is_empty()).collect();
+    let rows: Vec<_> = PAIRED
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(r, s)| r.starts_with("journal_reads/") && !s.is_empty())
+        .cloned()
+        .collect();
     if rows.is_empty() {
         return;
     }
@@ -639,19 +857,14 @@ fn print_reads() {
     );
     println!("|---|---|---|---|---|");
     for (row, samples) in rows {
-        let (workload, threads) = row.split_once('/').expect("workload/threads");
+        let mut parts = row.split('/').skip(1);
+        let (workload, threads) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         let mem = median(samples.iter().map(|s| s.0).collect());
         let jour = median(samples.iter().map(|s| s.1).collect());
-        let mut ratios: Vec<f64> = samples.iter().map(|s| s.1 / s.0).collect();
-        ratios.sort_by(f64::total_cmp);
-        let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+        let (_, ratio) = paired_ratio(&row, false).expect("samples");
         println!(
-            "| {workload} | {} | {mem:.1} | {jour:.1} | {:.2}x ({:.2}x-{:.2}x, {} samples) |",
+            "| {workload} | {} | {mem:.1} | {jour:.1} | {ratio} |",
             threads.trim_end_matches('t'),
-            at(0.5),
-            at(0.25),
-            at(0.75),
-            ratios.len()
         );
     }
 }
