@@ -50,6 +50,14 @@ impl Drop for TempDir {
     }
 }
 
+/// A test's journal: the test's own directory, the journal's path in it,
+/// and a manual clock starting at [`t0`], for every store of the test.
+fn setup(test: &str) -> (TempDir, PathBuf, ManualClock) {
+    let dir = TempDir::new(test);
+    let path = dir.file("j");
+    (dir, path, ManualClock::with_wall(t0()))
+}
+
 /// A wall time to start the manual clocks at: fixed, so runs agree.
 fn t0() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
@@ -198,9 +206,7 @@ fn journal_error<T: std::fmt::Debug>(built: Result<T, ConfigError>) -> JournalEr
 
 #[test]
 fn completions_and_their_fingerprints_come_back_after_a_restart() {
-    let dir = TempDir::new("round-trip");
-    let path = dir.file("j");
-    let clock = ManualClock::with_wall(t0());
+    let (_dir, path, clock) = setup("round-trip");
     let keys: Vec<String> = (0..20).map(|i| format!("ключ-🔑-{i}-\u{0}-ß")).collect();
     let value = |i: usize| match i {
         0 => Vec::new(),
@@ -241,9 +247,7 @@ fn completions_and_their_fingerprints_come_back_after_a_restart() {
 
 #[test]
 fn tuple_keys_and_values_come_back_after_a_restart() {
-    let dir = TempDir::new("tuples");
-    let path = dir.file("j");
-    let clock = ManualClock::with_wall(t0());
+    let (_dir, path, clock) = setup("tuples");
     type Key = (String, u64, Vec<u8>);
     type Value = (u32, bool, String);
     let key = |i: u64| -> Key { (format!("tenant-{i}-ü"), i * 1_000_003, noise(i, i as usize)) };
@@ -339,9 +343,7 @@ fn entries_past_their_ttl_stay_expired_across_a_restart() {
 
 #[test]
 fn tokens_never_go_backwards_across_restarts() {
-    let dir = TempDir::new("tokens");
-    let path = dir.file("j");
-    let clock = ManualClock::with_wall(t0());
+    let (_dir, path, clock) = setup("tokens");
     let make = || journaled::<String, u32>(&path, &clock);
     let mut newest = 0;
     for round in 0..6 {
@@ -387,9 +389,7 @@ fn tokens_of_claims_in_flight_at_a_crash_are_not_handed_out_again() {
         // Dies with the claims in flight: no destructor runs.
         std::process::exit(0);
     }
-    let dir = TempDir::new("crash-tokens");
-    let path = dir.file("j");
-    let clock = ManualClock::with_wall(t0());
+    let (_dir, path, clock) = setup("crash-tokens");
     let mut newest = 0;
     for _ in 0..3 {
         let out = run_child(
@@ -413,9 +413,7 @@ fn tokens_of_claims_in_flight_at_a_crash_are_not_handed_out_again() {
 
 #[test]
 fn removals_survive_a_restart_and_a_reclaim_keeps_its_new_value() {
-    let dir = TempDir::new("removal");
-    let path = dir.file("j");
-    let clock = ManualClock::with_wall(t0());
+    let (_dir, path, clock) = setup("removal");
     let make = || journaled::<String, String>(&path, &clock);
     {
         let store = make().build().unwrap();
@@ -461,9 +459,7 @@ fn file_len(path: &Path) -> u64 {
 
 #[test]
 fn compaction_shrinks_the_journal_and_keeps_every_live_entry() {
-    let dir = TempDir::new("compact");
-    let path = dir.file("j");
-    let clock = ManualClock::with_wall(t0());
+    let (_dir, path, clock) = setup("compact");
     let make = || journaled::<String, Vec<u8>>(&path, &clock);
     let mut live = BTreeMap::new();
     let newest;
@@ -520,9 +516,7 @@ fn compaction_shrinks_the_journal_and_keeps_every_live_entry() {
 
 #[test]
 fn the_background_thread_compacts_a_journal_over_its_threshold() {
-    let dir = TempDir::new("compact-background");
-    let path = dir.file("j");
-    let clock = ManualClock::with_wall(t0());
+    let (_dir, path, clock) = setup("compact-background");
     let make = || journaled::<u64, Vec<u8>>(&path, &clock).compact_above(16 << 10);
     {
         let store = make().build().unwrap();
@@ -564,9 +558,7 @@ enum Op {
 
 #[test]
 fn a_cut_at_every_byte_of_the_last_records_is_a_torn_tail() {
-    let dir = TempDir::new("torn");
-    let path = dir.file("j");
-    let clock = ManualClock::with_wall(t0());
+    let (_dir, path, clock) = setup("torn");
     let make = || journaled::<String, Vec<u8>>(&path, &clock);
     let ops = vec![
         Op::Put("a", noise(1, 10)),
@@ -654,9 +646,7 @@ fn write_journal(path: &Path, clock: &ManualClock, n: u64) {
 
 #[test]
 fn a_flipped_bit_inside_the_journal_is_refused_naming_the_offset() {
-    let dir = TempDir::new("flipped");
-    let path = dir.file("j");
-    let clock = ManualClock::with_wall(t0());
+    let (_dir, path, clock) = setup("flipped");
     write_journal(&path, &clock, 6);
     let whole = std::fs::read(&path).unwrap();
     let recs = records(&whole);
@@ -793,9 +783,7 @@ fn the_test_crc_is_the_journals() {
 
 #[test]
 fn a_second_store_on_the_same_journal_is_refused_while_the_first_lives() {
-    let dir = TempDir::new("lock");
-    let path = dir.file("j");
-    let clock = ManualClock::with_wall(t0());
+    let (_dir, path, clock) = setup("lock");
     let make = || journaled::<u64, u64>(&path, &clock);
     let first = make().build().unwrap();
     put(&first, 1, 1, None);
@@ -828,9 +816,7 @@ fn another_process_is_refused_while_the_store_lives() {
         }
         return;
     }
-    let dir = TempDir::new("lock-process");
-    let path = dir.file("j");
-    let clock = ManualClock::with_wall(t0());
+    let (_dir, path, clock) = setup("lock-process");
     let store: Store<u64, u64> = journaled(&path, &clock).build().unwrap();
     put(&store, 1, 10, None);
     child_said(&run_child(TEST, "lock", &path, None), "child: locked");
@@ -1013,9 +999,7 @@ fn a_dropped_store_releases_its_lock_at_once() {
 #[test]
 #[ignore = "bug: TruncateAtDamage drops the token reservations after the damage"]
 fn tokens_never_go_backwards_after_truncating_damage() {
-    let dir = TempDir::new("truncate-tokens");
-    let path = dir.file("j");
-    let clock = ManualClock::with_wall(t0());
+    let (_dir, path, clock) = setup("truncate-tokens");
     let make = |recovery| journaled::<String, u32>(&path, &clock).journal_recovery(recovery);
     {
         let store = make(Recovery::Strict).build().unwrap();
@@ -1077,9 +1061,7 @@ fn a_torn_record_holding_record_bytes_is_still_a_torn_tail() {
 #[test]
 #[ignore = "bug: a journal naming a token near u64::MAX overflows the token counter"]
 fn a_journal_naming_the_largest_token_does_not_overflow_the_counter() {
-    let dir = TempDir::new("token-overflow");
-    let path = dir.file("j");
-    let clock = ManualClock::with_wall(t0());
+    let (_dir, path, clock) = setup("token-overflow");
     // A valid journal (checksums and all) reserving tokens up to u64::MAX.
     let mut bytes = header(1, "u64->u64");
     let mut reserve = vec![3];
@@ -1102,9 +1084,7 @@ fn a_journal_naming_the_largest_token_does_not_overflow_the_counter() {
 #[test]
 #[ignore = "bug: a compaction can miss a completion recorded just before it began"]
 fn completions_racing_a_compaction_all_come_back() {
-    let dir = TempDir::new("compact-race");
-    let path = dir.file("j");
-    let clock = ManualClock::with_wall(t0());
+    let (_dir, path, clock) = setup("compact-race");
     let make = || journaled::<(u64, u64), u64>(&path, &clock);
     let threads = 48;
     let per_thread = 1000;
