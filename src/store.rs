@@ -453,6 +453,13 @@ where
         expires_at: u64,
     ) -> Result<(), CompleteError<V>> {
         use crate::journal::{format, JournalError};
+        // Shared until the entry is completed: a compaction waits for the
+        // completions recorded before it began (see `journal::compact`).
+        let _applying = journal
+            .gates
+            .applying
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         let mut record = Vec::new();
         let wall = self.inner.clock.wall_at(expires_at);
         let committed = format::complete(
@@ -844,8 +851,7 @@ where
         self.inner.table.sweep(self.now(), SWEEP_BUDGET)
     }
 
-    /// Puts back a completed entry read from the journal; false if the
-    /// store is full.
+    /// Puts back a completed entry read from the journal.
     #[cfg(feature = "journal")]
     pub(crate) fn restore(
         &self,
@@ -853,7 +859,7 @@ where
         value: V,
         fingerprint: Option<Fingerprint>,
         expires_at: u64,
-    ) -> bool {
+    ) -> Result<(), ClaimError> {
         let table = &self.inner.table;
         let hash = table.hash(&key);
         let now = self.now();
@@ -865,14 +871,12 @@ where
             now.saturating_add(self.inner.lease),
             &table.pin(),
         );
-        match claimed {
-            Ok(Claimed::Owner(token)) => {
-                table.complete(hash, &key, token, value, expires_at).is_ok()
-            }
-            // A key the journal names once cannot be there already.
-            Ok(_) => true,
-            Err(_) => false,
+        if let Claimed::Owner(token) = claimed? {
+            // Just claimed, with no other handle on the store: current.
+            let _ = table.complete(hash, &key, token, value, expires_at);
         }
+        // Otherwise there already: a key the journal names once cannot be.
+        Ok(())
     }
 
     /// What opening the journal found: records read, entries restored,
@@ -902,7 +906,7 @@ where
     /// for the final swap. Does nothing without a journal.
     #[cfg(feature = "journal")]
     pub fn compact_journal(&self) -> Result<(), crate::journal::JournalError> {
-        crate::journal::compact(self)
+        crate::journal::compact(&Arc::downgrade(&self.inner))
     }
 
     /// A snapshot of the store's counters.

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! header  = magic "IDEMJRNL" | version u32 | tag_len u32 | tag | crc32c u32 (of all before)
-//! record  = len u32 | crc32c u32 (of body) | body (len bytes)
+//! record  = len u32 | crc32c u32 (of len) | crc32c u32 (of body) | body (len bytes)
 //! body    = kind u8 | fields
 //!   1 complete: token u64 | expires_at u64 (wall, ns since the Unix epoch)
 //!               | has_fingerprint u8 | fingerprint [16] (if 1) | key_len u32 | key | value
@@ -12,7 +12,11 @@
 //! Integers are little-endian. A record is written whole by one `write(2)`
 //! of its batch; what a crash can leave is a batch cut short, so a damaged
 //! record followed by nothing whole is a torn tail, and a damaged record
-//! followed by a whole one is damage inside the file.
+//! followed by a whole one is damage inside the file. The length's own
+//! checksum lets a reader trust a length before it has the body: a record
+//! whose length checks out is skipped whole, so bytes inside its value that
+//! look like records are never taken for records, and looking for whole
+//! records after damage rejects each candidate offset in constant time.
 
 use std::fmt;
 
@@ -24,7 +28,7 @@ pub(crate) const VERSION: u32 = 1;
 /// The largest record body the journal writes or reads: larger lengths are
 /// damage, so a flipped bit in a length never makes the reader allocate.
 pub(crate) const MAX_BODY: usize = 1 << 30;
-const RECORD_HEADER: usize = 8;
+const RECORD_HEADER: usize = 12;
 
 const KIND_COMPLETE: u8 = 1;
 const KIND_REMOVE: u8 = 2;
@@ -140,10 +144,11 @@ fn framed(
         out.truncate(start);
         return Err(Unwritable::TooLarge(len));
     }
-    let len = body.len() as u32;
+    let len = (body.len() as u32).to_le_bytes();
     let crc = crc32c::crc32c(body);
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    out[start..start + 4].copy_from_slice(&len);
+    out[start + 4..start + 8].copy_from_slice(&crc32c::crc32c(&len).to_le_bytes());
+    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
     Ok(())
 }
 
@@ -228,11 +233,15 @@ pub(crate) fn scan<'a>(
                 each(at as u64, record);
                 at = next;
             }
-            Err(why) => {
-                if (at + 1..bytes.len()).any(|later| record_at(bytes, later).is_ok()) {
+            Err(damage) => {
+                let whole_after = match damage.resume_at {
+                    Some(from) => (from..bytes.len()).any(|later| record_at(bytes, later).is_ok()),
+                    None => false,
+                };
+                if whole_after {
                     return Err(FormatError::Corrupt {
                         offset: at as u64,
-                        why,
+                        why: damage.why,
                     });
                 }
                 return Ok(ScanEnd {
@@ -248,23 +257,66 @@ pub(crate) fn scan<'a>(
     })
 }
 
+/// The largest token named by any whole record from `from` on, damage
+/// skipped: what a journal cut at damage must still not go below.
+pub(crate) fn tokens_after(bytes: &[u8], from: usize) -> u64 {
+    let mut at = from;
+    let mut max = 0;
+    while at < bytes.len() {
+        match record_at(bytes, at) {
+            Ok((record, next)) => {
+                max = max.max(match record {
+                    Record::Complete { token, .. } => token,
+                    Record::Remove { upto, .. } | Record::Reserve { upto } => upto,
+                });
+                at = next;
+            }
+            Err(_) => at += 1,
+        }
+    }
+    max
+}
+
+/// Why the bytes at an offset are not a whole record, and where a whole
+/// record after them could start (`None`: nothing whole fits after them).
+struct Damage {
+    why: &'static str,
+    resume_at: Option<usize>,
+}
+
 /// The record starting at `at`, and where the next one starts.
-fn record_at(bytes: &[u8], at: usize) -> Result<(Record<'_>, usize), &'static str> {
+fn record_at(bytes: &[u8], at: usize) -> Result<(Record<'_>, usize), Damage> {
     let rest = &bytes[at..];
+    let damage = |why, resume_at| Damage { why, resume_at };
     if rest.len() < RECORD_HEADER {
-        return Err("a record header cut short");
+        return Err(damage("a record header cut short", None));
+    }
+    let len_bytes = &rest[..4];
+    if crc32c::crc32c(len_bytes) != u32_at(rest, 4) {
+        return Err(damage(
+            "a record length whose checksum does not match",
+            Some(at + 1),
+        ));
     }
     let len = u32_at(rest, 0) as usize;
     if len > MAX_BODY {
-        return Err("a record length beyond the largest record");
+        return Err(damage(
+            "a record length beyond the largest record",
+            Some(at + 1),
+        ));
     }
-    let body = rest
-        .get(RECORD_HEADER..RECORD_HEADER + len)
-        .ok_or("a record cut short")?;
-    if crc32c::crc32c(body) != u32_at(rest, 4) {
-        return Err("a record whose checksum does not match");
+    // The length is sound: the record ends at `end`.
+    let Some(body) = rest.get(RECORD_HEADER..RECORD_HEADER + len) else {
+        return Err(damage("a record cut short", None));
+    };
+    let end = at + RECORD_HEADER + len;
+    if crc32c::crc32c(body) != u32_at(rest, 8) {
+        return Err(damage("a record whose checksum does not match", Some(end)));
     }
-    Ok((parse_body(body)?, at + RECORD_HEADER + len))
+    match parse_body(body) {
+        Ok(record) => Ok((record, end)),
+        Err(why) => Err(damage(why, Some(end))),
+    }
 }
 
 fn parse_body(body: &[u8]) -> Result<Record<'_>, &'static str> {
@@ -293,10 +345,12 @@ fn parse_body(body: &[u8]) -> Result<Record<'_>, &'static str> {
                 .get(at..at + 4)
                 .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as usize)
                 .ok_or("a key length cut short")?;
-            let key = fields
-                .get(at + 4..at + 4 + key_len)
+            let key_end = (at + 4)
+                .checked_add(key_len)
+                .filter(|&end| end <= fields.len())
                 .ok_or("a key longer than its record")?;
-            let value = &fields[at + 4 + key_len..];
+            let key = &fields[at + 4..key_end];
+            let value = &fields[key_end..];
             Ok(Record::Complete {
                 token,
                 expires_at,
@@ -390,7 +444,7 @@ mod tests {
     fn a_flipped_bit_before_whole_records_is_corruption() {
         let mut bytes = journal();
         let first_record = header("t").len();
-        bytes[first_record + 9] ^= 1;
+        bytes[first_record + 13] ^= 1;
         assert_eq!(
             records(&bytes).unwrap_err(),
             FormatError::Corrupt {

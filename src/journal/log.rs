@@ -43,6 +43,8 @@ struct State {
     file: Arc<File>,
     /// Records waiting for the next batch, and how many commits they hold.
     buf: Vec<u8>,
+    /// The last batch's buffer, emptied, for the next one.
+    spare: Vec<u8>,
     buf_commits: usize,
     /// The number the batch in `buf` will have.
     next: u64,
@@ -80,6 +82,7 @@ impl Log {
             state: Mutex::new(State {
                 file: Arc::new(file),
                 buf: Vec::new(),
+                spare: Vec::new(),
                 buf_commits: 0,
                 next: 1,
                 done: 0,
@@ -148,7 +151,8 @@ impl Log {
     /// Writes the batch in `buf` as its leader.
     fn lead<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         st.leader = true;
-        let batch = std::mem::take(&mut st.buf);
+        let spare = std::mem::take(&mut st.spare);
+        let batch = std::mem::replace(&mut st.buf, spare);
         let commits = std::mem::take(&mut st.buf_commits);
         let id = st.next;
         st.next += 1;
@@ -159,6 +163,7 @@ impl Log {
         let mut st = self.lock();
         st.leader = false;
         st.done = id;
+        let mut batch = batch;
         match written {
             Ok(()) => {
                 st.len = at + batch.len() as u64;
@@ -174,6 +179,9 @@ impl Log {
                 st.failures.insert(id, (error, commits));
             }
         }
+        // Keep the allocation for the batch after next.
+        batch.clear();
+        st.spare = batch;
         self.finished.notify_all();
         st
     }
@@ -191,6 +199,10 @@ impl Log {
         }
         if self.fsync == Fsync::Always {
             if let Err(e) = file.sync_data() {
+                // Its committers are told it failed: cut it, so it does not
+                // come back after a restart either (best effort: the log
+                // stops here anyway).
+                let _ = file.set_len(at);
                 return Err((JournalError::io(&self.path, "fsync", &e), true));
             }
         }
@@ -202,6 +214,21 @@ impl Log {
             path: self.path.clone(),
             cause: cause.to_string(),
         }
+    }
+
+    /// Fsyncs the file now, whatever the mode (a token reservation).
+    pub(crate) fn sync_now(&self) -> Result<(), JournalError> {
+        let file = self.lock().file.clone();
+        file.sync_data().map_err(|e| {
+            let error = JournalError::io(&self.path, "fsync", &e);
+            self.lock().failed = Some(self.failed_for_good(&error));
+            error
+        })
+    }
+
+    /// Marks the log failed for good: every later commit is refused.
+    pub(crate) fn fail(&self, cause: &JournalError) {
+        self.lock().failed = Some(self.failed_for_good(cause));
     }
 
     /// Fsyncs what was written since the last fsync (`Interval`'s tick).
@@ -296,7 +323,8 @@ impl Drop for Exclusive<'_> {
 
 impl Drop for Log {
     fn drop(&mut self) {
-        // A clean shutdown leaves nothing for the OS to lose.
+        // A clean shutdown leaves nothing for the OS to lose (`Never` leaves
+        // it to the OS, as it says).
         if self.fsync != Fsync::Never {
             self.sync_if_dirty();
         }

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `Always` | written and fsynced (`fdatasync`) | kill -9, an OS crash, power loss |
 //! | `Interval(d)` (default, 1 s) | written to the OS (`write(2)` returned); fsynced within `d` | kill -9; an OS crash loses at most the last `d` |
-//! | `Never` | written to the OS; fsynced only when the store drops | kill -9 |
+//! | `Never` | written to the OS; never fsynced by the store | kill -9 |
 //!
 //! A waiter or a replay sees a value only after its record's promise holds:
 //! the entry stays in flight while its record is written. If the record
@@ -81,7 +81,7 @@ pub enum Fsync {
     /// fsyncs at this interval.
     Interval(Duration),
     /// Completions return once written to the OS; the store never fsyncs
-    /// but when it drops.
+    /// them (the OS writes them back in its own time).
     Never,
 }
 
@@ -309,8 +309,11 @@ impl Tokens {
         }
     }
 
-    /// Tokens up to this may be handed out.
-    pub(crate) fn limit(&self) -> u64 {
+    /// Tokens up to this may be handed out, read with no reservation under
+    /// way: a compaction that began capturing before this call either sees
+    /// a reservation's limit here or has its record in the capture.
+    pub(crate) fn settled_limit(&self) -> u64 {
+        let _one = self.reserving.lock().unwrap_or_else(|p| p.into_inner());
         // Acquire: pairs with `reserve_past`'s Release store.
         self.limit.load(Ordering::Acquire)
     }
@@ -332,6 +335,9 @@ impl Tokens {
         let mut record = Vec::new();
         format::reserve(&mut record, upto);
         self.log.commit(&record, 1)?;
+        // On disk in every mode: a token must never be handed out twice,
+        // even after an OS crash (once per 2^24 tokens, so cheap).
+        self.log.sync_now()?;
         // Release: a claim that reads this limit comes after the commit.
         self.limit.store(upto, Ordering::Release);
         Ok(())
@@ -343,7 +349,9 @@ impl crate::table::TokenGate for Arc<Tokens> {
         // Acquire: pairs with `reserve_past`'s Release store.
         let limit = self.limit.load(Ordering::Acquire);
         if token <= limit {
-            if token > limit - TOKEN_BLOCK / 2 {
+            // Read first: claims in the upper half would otherwise all
+            // write the line the limit is read from.
+            if token > limit - TOKEN_BLOCK / 2 && !self.asked.load(Ordering::Relaxed) {
                 self.asked.store(true, Ordering::Relaxed);
             }
             return true;
@@ -351,6 +359,19 @@ impl crate::table::TokenGate for Arc<Tokens> {
         // The journal thread fell a whole half block behind: reserve here.
         self.reserve_past(token).is_ok()
     }
+}
+
+/// What orders compactions against completions and one another.
+#[derive(Default)]
+pub(crate) struct Gates {
+    /// Held shared by a completion from before its record is written until
+    /// its entry is completed; a compaction takes it exclusively once, to
+    /// wait for the completions recorded before it began capturing.
+    pub(crate) applying: std::sync::RwLock<()>,
+    /// One compaction at a time.
+    pub(crate) compacting: Mutex<()>,
+    /// A background compaction is under way.
+    pub(crate) running: AtomicBool,
 }
 
 /// Appends a key's or value's encoding.
@@ -361,6 +382,7 @@ pub(crate) type Encoder<T> = fn(&T, &mut Vec<u8>) -> Result<(), crate::codec::Co
 pub(crate) struct Journal<K, V> {
     pub(crate) log: Arc<Log>,
     pub(crate) tokens: Arc<Tokens>,
+    pub(crate) gates: Arc<Gates>,
     pub(crate) encode_key: Encoder<K>,
     pub(crate) encode_value: Encoder<V>,
     pub(crate) report: ReplayReport,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::format::{self, FormatError, Record};
-use super::{JournalError, Log, Options, Recovery, ReplayReport, Tokens};
+use super::{JournalError, Log, Options, Recovery, ReplayReport, Tokens, TOKEN_BLOCK};
 use crate::codec::Codec;
 use crate::fingerprint::Fingerprint;
 
@@ -39,29 +39,28 @@ pub(crate) fn open<K: Codec, V: Codec>(
     let path = options.path.as_path();
     let io = |op| move |e: std::io::Error| JournalError::io(path, op, &e);
     let lock = lock(path)?;
+    let tag = tag::<K, V>();
+    let header = format::header(&tag);
+    let empty = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
+    if empty {
+        create(path, &header)?;
+    }
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
-        .truncate(false)
         .open(path)
         .map_err(io("open"))?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(io("read"))?;
-    let tag = tag::<K, V>();
     let mut report = ReplayReport::default();
     let mut live: HashMap<&[u8], Live<'_>> = HashMap::new();
     let mut tokens_seen = 0;
-    let valid_len = if bytes.is_empty() {
-        let header = format::header(&tag);
-        file.write_all(&header).map_err(io("write"))?;
-        file.sync_all().map_err(io("fsync"))?;
-        sync_dir(path)?;
+    let valid_len = if bytes == header {
         header.len() as u64
     } else {
-        let scanned = scan(&bytes, &tag, options.recovery, |record| {
+        let scanned = scan(&bytes, &tag, options.recovery, |offset, record| {
             report.records += 1;
-            tokens_seen = tokens_seen.max(apply(&mut live, record));
+            tokens_seen = tokens_seen.max(apply(&mut live, (offset, record)));
         });
         let end = match scanned {
             Ok(end) => end,
@@ -71,6 +70,11 @@ pub(crate) fn open<K: Codec, V: Codec>(
             let cut = (end.valid_len, bytes.len() as u64 - end.valid_len);
             if end.damaged {
                 report.truncated = Some(cut);
+                // Tokens handed out after the damage were reserved in the
+                // records cut off: stay above every token they name, and a
+                // block beyond, for a reservation inside the damage itself.
+                let after = format::tokens_after(&bytes, end.valid_len as usize);
+                tokens_seen = tokens_seen.max(after).saturating_add(2 * TOKEN_BLOCK);
             } else {
                 report.torn_tail = Some(cut);
             }
@@ -87,6 +91,17 @@ pub(crate) fn open<K: Codec, V: Codec>(
         }
         end.valid_len
     };
+    if tokens_seen > u64::MAX / 2 {
+        // Half of all tokens used: a journal that says so is damaged (at a
+        // billion claims a second, honest use takes 290 years).
+        return Err(JournalError::Corrupt {
+            path: path.to_path_buf(),
+            offset: 0,
+            reason: format!(
+                "it names fencing token {tokens_seen}, beyond what this store hands out"
+            ),
+        });
+    }
     let mut entries = Vec::with_capacity(live.len());
     for (key, state) in live {
         let Live::Completed {
@@ -206,31 +221,24 @@ struct End {
     damaged: bool,
 }
 
+/// [`format::scan`], applying each record as it is read; under
+/// [`Recovery::TruncateAtDamage`], damage ends the scan like a torn tail
+/// (the records before it were applied already).
 fn scan<'a>(
     bytes: &'a [u8],
     tag: &str,
     recovery: Recovery,
-    mut each: impl FnMut((u64, Record<'a>)),
+    each: impl FnMut(u64, Record<'a>),
 ) -> Result<End, FormatError> {
-    let mut seen: Vec<(u64, Record<'a>)> = Vec::new();
-    let strict = format::scan(bytes, tag, |offset, record| seen.push((offset, record)));
-    match (strict, recovery) {
-        (Ok(end), _) => {
-            seen.into_iter().for_each(&mut each);
-            Ok(End {
-                valid_len: end.valid_len,
-                damaged: false,
-            })
-        }
-        (Err(FormatError::Corrupt { offset, .. }), Recovery::TruncateAtDamage) => {
-            seen.into_iter()
-                .filter(|(at, _)| *at < offset)
-                .for_each(&mut each);
-            Ok(End {
-                valid_len: offset,
-                damaged: true,
-            })
-        }
+    match (format::scan(bytes, tag, each), recovery) {
+        (Ok(end), _) => Ok(End {
+            valid_len: end.valid_len,
+            damaged: false,
+        }),
+        (Err(FormatError::Corrupt { offset, .. }), Recovery::TruncateAtDamage) => Ok(End {
+            valid_len: offset,
+            damaged: true,
+        }),
         (Err(e), _) => Err(e),
     }
 }
@@ -251,6 +259,27 @@ fn format_error(path: &Path, error: FormatError, tag: &str) -> JournalError {
             reason: why.to_string(),
         },
     }
+}
+
+/// Creates the journal at `path` holding only `header`: written to
+/// `<path>.new`, fsynced and renamed into place, so a crash never leaves a
+/// journal with half a header.
+fn create(path: &Path, header: &[u8]) -> Result<(), JournalError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".new");
+    let new = std::path::PathBuf::from(name);
+    let new = new.as_path();
+    let io = |op| move |e: std::io::Error| JournalError::io(new, op, &e);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(new)
+        .map_err(io("open"))?;
+    file.write_all(header).map_err(io("write"))?;
+    file.sync_all().map_err(io("fsync"))?;
+    std::fs::rename(new, path).map_err(|e| JournalError::io(path, "rename", &e))?;
+    sync_dir(path)
 }
 
 /// Takes `<path>.lock`, which the OS releases when the process dies.

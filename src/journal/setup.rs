@@ -8,7 +8,7 @@ use super::{Encoder, Fsync, Journal, JournalError, Options, Recovery, DEFAULT_CO
 use crate::builder::Builder;
 use crate::clock::{unix_nanos, StoreClock};
 use crate::codec::Codec;
-use crate::error::ConfigError;
+use crate::error::{ClaimError, ConfigError};
 use crate::store::{Config, Store};
 
 /// Opens a journal of `K -> V` at a wall time.
@@ -158,6 +158,7 @@ where
         let journal = Journal {
             log,
             tokens,
+            gates: Default::default(),
             encode_key: codecs.encode_key,
             encode_value: codecs.encode_value,
             report,
@@ -167,11 +168,21 @@ where
         };
         let store = Store::with_journal(config, clock, hasher, Some(journal));
         for (key, value, fingerprint, expires_at) in entries {
-            if !store.restore(key, value, fingerprint, expires_at) {
-                return Err(ConfigError::Journal(JournalError::Capacity {
-                    path: options.path,
-                    max_entries: max_entries.unwrap_or(usize::MAX),
-                }));
+            match store.restore(key, value, fingerprint, expires_at) {
+                Ok(()) => {}
+                Err(ClaimError::Full) => {
+                    return Err(ConfigError::Journal(JournalError::Capacity {
+                        path: options.path,
+                        max_entries: max_entries.unwrap_or(usize::MAX),
+                    }))
+                }
+                // A token reservation failed: the log says why.
+                Err(_) => {
+                    return Err(ConfigError::Journal(JournalError::Failed {
+                        path: options.path,
+                        cause: "a token reservation could not be written while restoring".into(),
+                    }))
+                }
             }
         }
         #[cfg(not(idemstore_loom))]

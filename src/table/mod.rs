@@ -276,30 +276,29 @@ where
         self.common.tokens.load(Ordering::Relaxed)
     }
 
-    /// Calls `each` with batches of the completed entries at `now` (key,
-    /// value, fingerprint, expiry), taken a few hundred buckets per shard
-    /// lock hold; `each` runs outside every lock. An entry may come twice.
+    /// One step of a walk over the completed entries at `now`: clones those
+    /// of the next `budget` buckets of the shard at `cursor` (key, value,
+    /// fingerprint, expiry) into `out` under one shard-lock hold, and moves
+    /// the cursor on. False once the walk is over. An entry may come twice
+    /// (a shard that grew between steps).
     #[cfg(feature = "journal")]
-    pub(crate) fn for_each_completed(
+    pub(crate) fn snapshot_step(
         &self,
         now: u64,
+        cursor: &mut (usize, usize),
         budget: usize,
-        mut each: impl FnMut(&mut Vec<(K, V, Option<Fingerprint>, u64)>),
-    ) {
-        let mut batch = Vec::new();
-        for shard in self.shards.iter() {
-            let mut next = 0;
-            loop {
-                let done = shard
-                    .0
-                    .snapshot_range(now, &mut next, budget, &mut batch, &self.pin());
-                each(&mut batch);
-                batch.clear();
-                if done {
-                    break;
-                }
-            }
+        out: &mut Vec<(K, V, Option<Fingerprint>, u64)>,
+    ) -> bool {
+        let Some(shard) = self.shards.get(cursor.0) else {
+            return false;
+        };
+        if shard
+            .0
+            .snapshot_range(now, &mut cursor.1, budget, out, &self.pin())
+        {
+            *cursor = (cursor.0 + 1, 0);
         }
+        true
     }
 
     /// One full pass over every shard, holding each shard's lock for at

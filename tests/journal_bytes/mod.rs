@@ -9,8 +9,9 @@ use std::sync::OnceLock;
 
 use idemstore::{Claim, Fsync, Recovery, Store};
 
-/// A record's frame: `len u32 | crc32c u32`, then the body.
-pub const FRAME: usize = 8;
+/// A record's frame: `len u32 | crc32c u32 of len | crc32c u32 of body`,
+/// then the body.
+pub const FRAME: usize = 12;
 
 /// CRC-32C (Castagnoli), as the journal checksums its header and records.
 pub fn crc32c(bytes: &[u8]) -> u32 {
@@ -47,7 +48,9 @@ pub fn records(journal: &[u8]) -> Vec<(usize, usize)> {
 
 /// Appends `body` framed as a record with a valid checksum.
 pub fn frame(out: &mut Vec<u8>, body: &[u8]) {
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    let len = (body.len() as u32).to_le_bytes();
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&crc32c(&len).to_le_bytes());
     out.extend_from_slice(&crc32c(body).to_le_bytes());
     out.extend_from_slice(body);
 }
