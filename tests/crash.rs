@@ -10,7 +10,7 @@
 //! `IDEMSTORE_CRASH_KILLS=200 cargo test --release --features journal --test crash -- --nocapture`),
 //! `IDEMSTORE_CRASH_SEED` the seed, `IDEMSTORE_CRASH_FSYNC` the mode
 //! (`always`, `interval`, `never`) and `IDEMSTORE_CRASH_COMPACT_MS` how often
-//! the children compact (default 0, never).
+//! the children compact (default 40 ms; 0 never).
 #![cfg(feature = "journal")]
 
 #[path = "../examples/crash.rs"]
@@ -48,7 +48,7 @@ fn kill_9_loses_no_acknowledged_completion() {
         seed: env_or("IDEMSTORE_CRASH_SEED", 42),
         threads: 4,
         run_ms: (20, 120),
-        compact_every: Duration::from_millis(env_or("IDEMSTORE_CRASH_COMPACT_MS", 0)),
+        compact_every: Duration::from_millis(env_or("IDEMSTORE_CRASH_COMPACT_MS", 40)),
     };
     let exe = std::env::current_exe().expect("this test's binary");
     let child = || {
