@@ -54,6 +54,8 @@ struct State {
     /// how many have yet to see it.
     failures: HashMap<u64, (JournalError, usize)>,
     leader: bool,
+    /// Threads waiting on `finished`.
+    waiting: usize,
     /// Bytes in the file: header and whole batches.
     len: u64,
     /// Written since the last fsync.
@@ -88,6 +90,7 @@ impl Log {
                 done: 0,
                 failures: HashMap::new(),
                 leader: false,
+                waiting: 0,
                 len,
                 dirty: false,
                 failed: None,
@@ -143,7 +146,9 @@ impl Log {
             if st.next == mine && !st.leader {
                 st = self.lead(st);
             } else {
+                st.waiting += 1;
                 st = self.finished.wait(st).unwrap_or_else(|p| p.into_inner());
+                st.waiting -= 1;
             }
         }
     }
@@ -182,7 +187,11 @@ impl Log {
         // Keep the allocation for the batch after next.
         batch.clear();
         st.spare = batch;
-        self.finished.notify_all();
+        // A wake is a system call: only when someone waits (a committer
+        // alone pays for its write and nothing else).
+        if st.waiting > 0 {
+            self.finished.notify_all();
+        }
         st
     }
 
@@ -287,7 +296,9 @@ impl Log {
     pub(crate) fn exclusive(&self) -> Exclusive<'_> {
         let mut st = self.lock();
         while st.leader {
+            st.waiting += 1;
             st = self.finished.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.waiting -= 1;
         }
         st.leader = true;
         Exclusive {
@@ -317,7 +328,9 @@ impl Drop for Exclusive<'_> {
     fn drop(&mut self) {
         // Woken under the lock: they run once the guard drops, just after.
         self.state.leader = false;
-        self.log.finished.notify_all();
+        if self.state.waiting > 0 {
+            self.log.finished.notify_all();
+        }
     }
 }
 

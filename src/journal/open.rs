@@ -53,7 +53,10 @@ pub(crate) fn open<K: Codec, V: Codec>(
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(io("read"))?;
     let mut report = ReplayReport::default();
-    let mut live: HashMap<&[u8], Live<'_>> = HashMap::new();
+    // Sized for a journal of small records, hashed with the store's fast
+    // hasher: replay is most of the time a reopen takes.
+    let mut live: HashMap<&[u8], Live<'_>, ahash::RandomState> =
+        HashMap::with_capacity_and_hasher(bytes.len() / 64, ahash::RandomState::new());
     let mut tokens_seen = 0;
     let valid_len = if bytes == header {
         header.len() as u64
@@ -179,7 +182,10 @@ impl Live<'_> {
 }
 
 /// Applies one record; returns the largest token it names.
-fn apply<'a>(live: &mut HashMap<&'a [u8], Live<'a>>, (offset, record): (u64, Record<'a>)) -> u64 {
+fn apply<'a>(
+    live: &mut HashMap<&'a [u8], Live<'a>, ahash::RandomState>,
+    (offset, record): (u64, Record<'a>),
+) -> u64 {
     match record {
         Record::Complete {
             token,
