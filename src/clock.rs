@@ -251,14 +251,6 @@ impl StoreClock {
         unix_nanos(self.source.wall()).saturating_add(at.saturating_sub(now))
     }
 
-    /// The store-clock instant of the wall time `wall`, or `None` if it has
-    /// passed.
-    #[cfg_attr(not(feature = "journal"), allow(dead_code))]
-    pub(crate) fn at_wall(&self, wall: u64) -> Option<u64> {
-        let ahead = wall.checked_sub(unix_nanos(self.source.wall()))?;
-        (ahead > 0).then(|| self.now().saturating_add(ahead))
-    }
-
     /// Refreshes the cached time from the source.
     #[cfg(not(idemstore_loom))] // Only the sweeper thread ticks.
     pub(crate) fn tick(&self) {

@@ -144,10 +144,17 @@ where
         config.tokens_from = tokens_seen;
         config.gate = Some(Box::new(tokens.clone()));
         let max_entries = config.max_entries;
+        // Room for every entry up front: no shard grows while they go in.
+        config.initial_capacity = config.initial_capacity.max(Some(entries.len()));
+        // One reading of the clocks for the whole replay.
+        let (now, now_wall) = (clock.now(), unix_nanos(clock.wall()));
         let entries: Vec<_> = entries
             .into_iter()
             .filter_map(|(key, value, fingerprint, wall)| {
-                let expires_at = clock.at_wall(wall);
+                let expires_at = wall
+                    .checked_sub(now_wall)
+                    .filter(|&ahead| ahead > 0)
+                    .map(|ahead| now.saturating_add(ahead));
                 if expires_at.is_none() {
                     report.restored -= 1;
                     report.expired += 1;
