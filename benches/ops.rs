@@ -36,8 +36,11 @@
 //!   how much the pin. `IDEMSTORE_BENCH_ONLY` admits them as `floor`.
 //! * `fresh/dashmap_two_phase` (and `fresh_string/`): not a subject but a
 //!   reference: `fresh` on dashmap with the operation run between two lock
-//!   holds (rule 2 of SEMANTICS.md) instead of inside one.
+//!   holds (rule 2 of docs/semantics.md) instead of inside one.
 //!   `IDEMSTORE_BENCH_ONLY` admits it as `dashmap_two_phase`.
+//! * `fresh/idemstore_max_bytes` (and `fresh_string/`): idemstore with a
+//!   byte bound it never reaches (the default weigher): what weighing and
+//!   counting the bytes costs `fresh`. Admitted as `idemstore_max_bytes`.
 //! * `paired`: `hit` and `replay` again, idemstore and one peer (dashmap,
 //!   quick_cache) timed back to back within every sample, in alternating
 //!   order. The summary gives the median of the samples' ratios: a ratio of
@@ -378,6 +381,7 @@ fn fresh_group<K: Key>(c: &mut Criterion, group: &str) {
     let mut g = c.benchmark_group(group);
     g.sampling_mode(SamplingMode::Flat);
     common::for_each_subject!(K; fresh(&mut g));
+    fresh::<IdemMaxBytes<K>>(&mut g);
     fresh::<DashTwoPhase<K>>(&mut g);
     g.finish();
 }
@@ -531,7 +535,7 @@ fn floor(c: &mut Criterion, keys: &Arc<[u64]>) {
     g.finish();
 }
 
-/// dashmap with rule 2 of SEMANTICS.md applied and nothing else, for
+/// dashmap with rule 2 of docs/semantics.md applied and nothing else, for
 /// `fresh`: the claim inserts a pending entry under one lock hold, the
 /// operation runs with no lock held, and the completion stores its value
 /// under a second hold. No waiting (a duplicate of a pending key gets the
@@ -540,6 +544,34 @@ fn floor(c: &mut Criterion, keys: &Arc<[u64]>) {
 /// its one hold. `fresh` runs it as it runs the subjects, but it is not one
 /// of them: it is a reference, the cost of the two holds an idempotency
 /// store must take, on the cheapest locked table.
+/// idemstore with a byte bound set high enough never to refuse, weighing
+/// with the default weigher: a reference for what the bound costs.
+struct IdemMaxBytes<K: Key = u64>(common::Idem<K>);
+
+impl<K: Key> Subject for IdemMaxBytes<K> {
+    const NAME: &'static str = "idemstore_max_bytes";
+    type K = K;
+    fn new(cfg: &Cfg) -> Self {
+        let mut b = idemstore::Store::builder()
+            .sweep_interval(cfg.sweep_interval)
+            .max_bytes(1 << 62);
+        if let Some(ttl) = cfg.ttl {
+            b = b.ttl(ttl).lease(ttl);
+        }
+        IdemMaxBytes(common::Idem(b.build().expect("valid config")))
+    }
+    fn get(&self, key: &K) -> Option<Val<K>> {
+        self.0.get(key)
+    }
+    #[inline]
+    fn execute(&self, key: &K, op: impl FnOnce() -> Val<K>) -> Val<K> {
+        self.0.execute(key, op)
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 struct DashTwoPhase<K: Key = u64>(dashmap::DashMap<K, (Val<K>, u64), ahash::RandomState>);
 
 const PENDING: u64 = 0;
@@ -809,6 +841,8 @@ fn main() {
     for group in ["fresh", "fresh_string"] {
         let what = "claim and complete, two lock holds";
         print_reference(group, DashTwoPhase::<u64>::NAME, what, group);
+        let what = "idemstore with a byte bound";
+        print_reference(group, IdemMaxBytes::<u64>::NAME, what, group);
     }
     print_paired();
 }
