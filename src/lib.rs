@@ -151,6 +151,7 @@
 //! | `journal` | [`Builder::journal`]: completed results survive kill -9 and restarts; the [`Codec`] trait |
 //! | `serde` | [`Serde`]: a [`Codec`] for any serde type, in postcard's compact encoding (implies `journal`) |
 //! | `tracing` | spans and events from the HTTP layer and the journal |
+//! | `redis` | `idemstore::redis`: [`RedisStore`](crate::redis::RedisStore), one store shared by every replica on Redis (implies `journal`, for [`Codec`]) |
 //!
 //! ## MSRV
 //!
@@ -172,6 +173,8 @@ pub mod http;
 pub mod journal;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod stats;
 mod store;
 #[cfg(not(idemstore_loom))]
