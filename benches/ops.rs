@@ -535,15 +535,6 @@ fn floor(c: &mut Criterion, keys: &Arc<[u64]>) {
     g.finish();
 }
 
-/// dashmap with rule 2 of docs/semantics.md applied and nothing else, for
-/// `fresh`: the claim inserts a pending entry under one lock hold, the
-/// operation runs with no lock held, and the completion stores its value
-/// under a second hold. No waiting (a duplicate of a pending key gets the
-/// default value), tokens, leases or expiry, and the same `(value, state)`
-/// entries as the `dashmap` subject, whose idiom runs the operation inside
-/// its one hold. `fresh` runs it as it runs the subjects, but it is not one
-/// of them: it is a reference, the cost of the two holds an idempotency
-/// store must take, on the cheapest locked table.
 /// idemstore with a byte bound set high enough never to refuse, weighing
 /// with the default weigher: a reference for what the bound costs.
 struct IdemMaxBytes<K: Key = u64>(common::Idem<K>);
@@ -572,6 +563,15 @@ impl<K: Key> Subject for IdemMaxBytes<K> {
     }
 }
 
+/// dashmap with rule 2 of docs/semantics.md applied and nothing else, for
+/// `fresh`: the claim inserts a pending entry under one lock hold, the
+/// operation runs with no lock held, and the completion stores its value
+/// under a second hold. No waiting (a duplicate of a pending key gets the
+/// default value), tokens, leases or expiry, and the same `(value, state)`
+/// entries as the `dashmap` subject, whose idiom runs the operation inside
+/// its one hold. `fresh` runs it as it runs the subjects, but it is not one
+/// of them: it is a reference, the cost of the two holds an idempotency
+/// store must take, on the cheapest locked table.
 struct DashTwoPhase<K: Key = u64>(dashmap::DashMap<K, (Val<K>, u64), ahash::RandomState>);
 
 const PENDING: u64 = 0;

@@ -8,6 +8,7 @@ use ahash::RandomState;
 use crate::clock::{duration_to_nanos, Clock, StoreClock, SystemClock};
 use crate::error::ConfigError;
 use crate::store::{Config, Store};
+use crate::table::Weigher;
 
 /// Configures and builds a [`Store`]. Every setter takes and returns the
 /// builder, so calls chain; [`build`](Self::build) checks the settings and
@@ -18,6 +19,8 @@ use crate::store::{Config, Store};
 /// | [`ttl`](Self::ttl) (retention of completed results) | 24 h, or the lease if that was set longer |
 /// | [`lease`](Self::lease) (how long an owner may run) | 60 s, or the TTL if that is shorter |
 /// | [`max_entries`](Self::max_entries) | unbounded |
+/// | [`max_bytes`](Self::max_bytes) | unbounded |
+/// | [`weigher`](Self::weigher) | `size_of` the key and the value; for an `HttpStore`, its status, headers, body and key |
 /// | [`initial_capacity`](Self::initial_capacity) | 16 buckets per shard |
 /// | [`shards`](Self::shards) | 4 × cores, rounded up to a power of two |
 /// | [`sweep_interval`](Self::sweep_interval) | 1 s, or the lease if that is shorter (at least 1 ms) |
@@ -54,6 +57,8 @@ pub struct Builder<K, V, S = RandomState> {
     ttl: Option<Duration>,
     lease: Option<Duration>,
     max_entries: Option<usize>,
+    max_bytes: Option<usize>,
+    weigher: Option<Weigher<K, V>>,
     initial_capacity: Option<usize>,
     shards: Option<usize>,
     sweep_interval: Option<Duration>,
@@ -78,6 +83,8 @@ impl<K, V> Builder<K, V> {
             ttl: None,
             lease: None,
             max_entries: None,
+            max_bytes: None,
+            weigher: None,
             initial_capacity: None,
             shards: None,
             sweep_interval: None,
@@ -134,6 +141,77 @@ impl<K, V, S> Builder<K, V, S> {
         self
     }
 
+    /// The most bytes the completed entries may weigh, as the
+    /// [`weigher`](Self::weigher) counts them, before new claims are
+    /// refused with [`ClaimError::Full`](crate::ClaimError::Full).
+    ///
+    /// A claim is admitted only while the store weighs less than `max`
+    /// (as with `max_entries`, a claim that would be refused first sweeps
+    /// expired entries). A completion is always stored, even if it takes
+    /// the store over the bound: its operation already ran, and dropping its
+    /// result would let a retry run it again. So the store weighs less than
+    /// `max` plus the weights of the completions of the claims that were in
+    /// flight when it reached the bound: with the HTTP layer, at most the
+    /// requests in flight times (`max_stored_bytes` plus their headers and
+    /// key). In-flight entries hold no value, so they weigh nothing here;
+    /// [`max_entries`](Self::max_entries) bounds them. Expiry, removal and
+    /// sweeping give an entry's bytes back; a journal's replay counts them
+    /// (and restores every entry, even past the bound).
+    /// [`Stats::bytes`](crate::Stats::bytes) reports the weight held.
+    ///
+    /// ```
+    /// use idemstore::{Claim, ClaimError, Store};
+    /// let store = Store::<u64, Vec<u8>>::builder()
+    ///     .max_bytes(1024)
+    ///     .weigher(|_key, value| 8 + value.len())
+    ///     .build()?;
+    /// let Ok(Claim::Owner(ticket)) = store.claim(1) else { unreachable!() };
+    /// ticket.complete(vec![0; 2000]).unwrap(); // stored, over the bound
+    /// assert_eq!(store.stats().bytes, 2008);
+    /// assert_eq!(store.claim(2).err(), Some(ClaimError::Full));
+    /// assert!(store.remove(&1));
+    /// assert_eq!(store.stats().bytes, 0);
+    /// assert!(matches!(store.claim(2), Ok(Claim::Owner(_))));
+    /// # Ok::<(), idemstore::ConfigError>(())
+    /// ```
+    pub fn max_bytes(mut self, max: usize) -> Self {
+        self.max_bytes = Some(max);
+        self
+    }
+
+    /// What a completed entry weighs against [`max_bytes`](Self::max_bytes):
+    /// a function of its key and value, such as their heap bytes. Setting
+    /// one without a bound counts [`Stats::bytes`](crate::Stats::bytes)
+    /// without refusing anything.
+    ///
+    /// It must be a pure function of the key and value: an entry is weighed
+    /// when it is completed and again when it goes (expiry, removal, a
+    /// sweep), and the second weight is taken off the count. It runs outside
+    /// every lock, once per completion and once per completed entry that
+    /// goes; a store that sets neither this nor `max_bytes` never runs one.
+    ///
+    /// Default: `size_of::<K>() + size_of::<V>()`, which counts no heap
+    /// bytes. For an `HttpStore` (`Store<RequestKey, StoredResponse>`,
+    /// feature `tower`) the default is `http::weigh` instead: the stored
+    /// status, headers and body, and the key's strings.
+    ///
+    /// ```
+    /// use idemstore::Store;
+    /// let store = Store::<String, String>::builder()
+    ///     .weigher(|key, value| key.len() + value.len())
+    ///     .build()?;
+    /// store.execute("k".to_string(), || Ok::<_, ()>("four".to_string())).unwrap();
+    /// assert_eq!((store.stats().bytes, store.stats().max_bytes), (5, None));
+    /// # Ok::<(), idemstore::ConfigError>(())
+    /// ```
+    pub fn weigher<F>(mut self, weigher: F) -> Self
+    where
+        F: Fn(&K, &V) -> usize + Send + Sync + 'static,
+    {
+        self.weigher = Some(Box::new(weigher));
+        self
+    }
+
     /// Entries to make room for up front, so the table does not resize while
     /// it fills to that size. It still grows beyond it as needed.
     pub fn initial_capacity(mut self, entries: usize) -> Self {
@@ -178,6 +256,8 @@ impl<K, V, S> Builder<K, V, S> {
             ttl: self.ttl,
             lease: self.lease,
             max_entries: self.max_entries,
+            max_bytes: self.max_bytes,
+            weigher: self.weigher,
             initial_capacity: self.initial_capacity,
             shards: self.shards,
             sweep_interval: self.sweep_interval,
@@ -209,6 +289,9 @@ impl<K, V, S> Builder<K, V, S> {
         };
         if self.max_entries == Some(0) {
             return Err(ConfigError::ZeroMaxEntries);
+        }
+        if self.max_bytes == Some(0) {
+            return Err(ConfigError::ZeroMaxBytes);
         }
         let sweep_interval = match self.sweep_interval {
             Some(interval) if interval.is_zero() => return Err(ConfigError::ZeroSweepInterval),
@@ -242,9 +325,17 @@ where
             lease: duration_to_nanos(settings.lease),
             shards: settings.shards,
             max_entries: self.max_entries,
+            max_bytes: self.max_bytes,
             initial_capacity: self.initial_capacity,
             tokens_from: 0,
             gate: None,
+        };
+        // Bytes are counted once either is set; a bound alone weighs with
+        // the default weigher.
+        let weigher = match (self.weigher, self.max_bytes) {
+            (Some(weigher), _) => Some(weigher),
+            (None, Some(_)) => Some(default_weigher::<K, V>()),
+            (None, None) => None,
         };
         let clock = match self.clock {
             Some(clock) => StoreClock::exact(clock),
@@ -253,9 +344,9 @@ where
             None => StoreClock::exact(Box::new(SystemClock::new())),
         };
         #[cfg(feature = "journal")]
-        let store = self.journal.build(config, clock, self.hasher)?;
+        let store = self.journal.build(config, clock, self.hasher, weigher)?;
         #[cfg(not(feature = "journal"))]
-        let store = Store::from_parts(config, clock, self.hasher);
+        let store = Store::from_parts(config, clock, self.hasher, weigher);
         if self.background_sweeper {
             store
                 .start_sweeper(settings.sweep_interval)
@@ -271,6 +362,16 @@ struct Settings {
     lease: Duration,
     sweep_interval: Duration,
     shards: usize,
+}
+
+/// The weigher of a store that set `max_bytes` and no weigher: the HTTP
+/// layer's for its own types, `size_of` the key and value otherwise.
+fn default_weigher<K: 'static, V: 'static>() -> Weigher<K, V> {
+    #[cfg(feature = "tower")]
+    if let Some(weigher) = crate::http::default_weigher::<K, V>() {
+        return weigher;
+    }
+    Box::new(|_, _| size_of::<K>() + size_of::<V>())
 }
 
 pub(crate) fn default_shards() -> usize {

@@ -11,9 +11,10 @@ pub enum ClaimError {
     /// [`Fingerprint`](crate::Fingerprint). Nothing was stored or returned:
     /// the caller reused a key for another request.
     Mismatch,
-    /// The store holds `max_entries` live entries. None is evicted to make
-    /// room, because that would silently weaken the idempotency guarantee;
-    /// retry once entries expire, or raise the limit.
+    /// The store holds `max_entries` live entries, or its completed
+    /// entries weigh `max_bytes` or more. None is evicted to make room,
+    /// because that would silently weaken the idempotency guarantee; retry
+    /// once entries expire, or raise the limit.
     Full,
     /// The store cannot hand out a fencing token it has recorded: its
     /// journal failed to write a token reservation. Nothing was claimed;
@@ -207,6 +208,8 @@ pub enum ConfigError {
     Shards(usize),
     /// `max_entries` was zero.
     ZeroMaxEntries,
+    /// `max_bytes` was zero.
+    ZeroMaxBytes,
     /// `sweep_interval` was zero.
     ZeroSweepInterval,
     /// The background sweeper thread could not be spawned.
@@ -229,6 +232,7 @@ impl fmt::Display for ConfigError {
                 )
             }
             ConfigError::ZeroMaxEntries => f.write_str("max_entries must be greater than zero"),
+            ConfigError::ZeroMaxBytes => f.write_str("max_bytes must be greater than zero"),
             ConfigError::ZeroSweepInterval => {
                 f.write_str("sweep_interval must be greater than zero")
             }

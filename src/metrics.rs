@@ -10,6 +10,9 @@
 //! | --- | --- | --- |
 //! | `idemstore_entries` | gauge | entries held (`entries`) |
 //! | `idemstore_in_flight` | gauge | entries in flight (`in_flight`) |
+//! | `idemstore_bytes` | gauge | what the completed entries weigh (`bytes`; 0 unless a byte bound or weigher is set) |
+//! | `idemstore_max_entries` | gauge | the entry bound, only where set (`max_entries`) |
+//! | `idemstore_max_bytes` | gauge | the byte bound, only where set (`max_bytes`) |
 //! | `idemstore_claims_total` | counter | claims that made the caller the owner (`claims`) |
 //! | `idemstore_replays_total` | counter | claims answered with a stored value (`replays`) |
 //! | `idemstore_waits_total` | counter | duplicates that waited on an in-flight key (`waits`) |
@@ -98,6 +101,13 @@ pub fn record(stats: &Stats) {
 pub fn record_with_labels(stats: &Stats, labels: &[Label]) {
     gauge!("idemstore_entries", labels.iter()).set(stats.entries as f64);
     gauge!("idemstore_in_flight", labels.iter()).set(stats.in_flight as f64);
+    gauge!("idemstore_bytes", labels.iter()).set(stats.bytes as f64);
+    if let Some(max) = stats.max_entries {
+        gauge!("idemstore_max_entries", labels.iter()).set(max as f64);
+    }
+    if let Some(max) = stats.max_bytes {
+        gauge!("idemstore_max_bytes", labels.iter()).set(max as f64);
+    }
     for (name, _, read) in COUNTERS {
         counter!(name, labels.iter()).absolute(read(stats));
     }
@@ -112,6 +122,17 @@ pub fn record_with_labels(stats: &Stats, labels: &[Label]) {
 pub fn describe() {
     describe_gauge!("idemstore_entries", "Entries held, in flight or completed.");
     describe_gauge!("idemstore_in_flight", "Entries in flight.");
+    describe_gauge!(
+        "idemstore_bytes",
+        ::metrics::Unit::Bytes,
+        "What the completed entries weigh, as the store's weigher counts them."
+    );
+    describe_gauge!("idemstore_max_entries", "The store's bound on entries.");
+    describe_gauge!(
+        "idemstore_max_bytes",
+        ::metrics::Unit::Bytes,
+        "The store's bound on what completed entries weigh."
+    );
     for (name, description, _) in COUNTERS {
         describe_counter!(name, description);
     }

@@ -4,8 +4,10 @@ use crate::sync::{Counter, Epoch, Ordering};
 
 /// A snapshot of a store's counters, from [`Store::stats`](crate::Store::stats).
 ///
-/// Counters only grow; `entries` and `in_flight` are gauges. The snapshot is
-/// not atomic across fields: under load, fields may be read microseconds apart.
+/// Counters only grow; `entries`, `in_flight` and `bytes` are gauges, and
+/// `max_entries` and `max_bytes` the bounds they are held to. The snapshot
+/// is not atomic across fields: under load, fields may be read
+/// microseconds apart.
 ///
 /// ```
 /// use idemstore::{Claim, Store};
@@ -24,6 +26,16 @@ pub struct Stats {
     pub entries: usize,
     /// Entries in flight.
     pub in_flight: usize,
+    /// What the completed entries weigh, as the store's weigher counts them
+    /// (expired ones not yet swept too); 0 unless
+    /// [`max_bytes`](crate::Builder::max_bytes) or a
+    /// [`weigher`](crate::Builder::weigher) was set. It exceeds `max_bytes`
+    /// only by completions of claims admitted below it.
+    pub bytes: usize,
+    /// The bound on `bytes`, if set.
+    pub max_bytes: Option<usize>,
+    /// The bound on `entries`, if set.
+    pub max_entries: Option<usize>,
     /// Claims that made the caller the owner.
     pub claims: u64,
     /// Claims answered with a stored, completed value.
@@ -39,8 +51,8 @@ pub struct Stats {
     pub expirations: u64,
     /// Claims refused because the fingerprint differed.
     pub mismatches: u64,
-    /// Claims refused because the store was full (after trying to make room
-    /// from expired entries).
+    /// Claims refused because the store was full, at `max_entries` or
+    /// `max_bytes` (after trying to make room from expired entries).
     pub refusals: u64,
 }
 

@@ -15,7 +15,7 @@ use crate::error::{ClaimError, CompleteError, ExecuteError, Superseded, WaitErro
 use crate::fingerprint::Fingerprint;
 use crate::stats::{Counts, Event, Stats};
 use crate::sync::{Arc, Guard};
-use crate::table::{Claimed, Joined, Lookup, Miss, Table};
+use crate::table::{Claimed, Joined, Lookup, Miss, Table, Weigher};
 use crate::wait::WaitFuture;
 
 /// Buckets a sweep visits per shard-lock hold (rule 13: bounded steps).
@@ -27,6 +27,7 @@ pub(crate) struct Config {
     pub(crate) lease: u64,
     pub(crate) shards: usize,
     pub(crate) max_entries: Option<usize>,
+    pub(crate) max_bytes: Option<usize>,
     pub(crate) initial_capacity: Option<usize>,
     /// The last token handed out before this store (a journal's floor).
     pub(crate) tokens_from: u64,
@@ -143,12 +144,13 @@ where
                 lease: duration_to_nanos(DEFAULT_LEASE),
                 shards: default_shards(),
                 max_entries: None,
+                max_bytes: None,
                 initial_capacity: None,
                 tokens_from: 0,
                 gate: None,
             };
             let clock = StoreClock::exact(Box::new(SystemClock::new()));
-            Self::from_parts(config, clock, RandomState::new())
+            Self::from_parts(config, clock, RandomState::new(), None)
         })
     }
 
@@ -174,11 +176,18 @@ where
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
-    pub(crate) fn from_parts(config: Config, clock: StoreClock, hasher: S) -> Self {
+    /// `weigher` is `Some` where bytes are counted.
+    pub(crate) fn from_parts(
+        config: Config,
+        clock: StoreClock,
+        hasher: S,
+        weigher: Option<Weigher<K, V>>,
+    ) -> Self {
         Self::with_journal(
             config,
             clock,
             hasher,
+            weigher,
             #[cfg(feature = "journal")]
             None,
         )
@@ -188,11 +197,12 @@ where
         mut config: Config,
         clock: StoreClock,
         hasher: S,
+        weigher: Option<Weigher<K, V>>,
         #[cfg(feature = "journal")] journal: Option<crate::journal::Journal<K, V>>,
     ) -> Self {
         Store {
             inner: Arc::new(Inner {
-                table: Table::new(&mut config, hasher),
+                table: Table::new(&mut config, hasher, weigher),
                 clock,
                 ttl: config.ttl,
                 lease: config.lease,
@@ -431,13 +441,16 @@ where
     ) -> Result<(), CompleteError<V>> {
         let (hash, key, token, _fingerprint) = owned;
         let expires_at = self.now().saturating_add(ttl.unwrap_or(self.inner.ttl));
+        // Outside every lock, the journal's included: the weigher is the
+        // user's code.
+        let weight = self.inner.table.weight(key, &value);
         #[cfg(feature = "journal")]
         if let Some(journal) = &self.inner.journal {
-            return self.complete_journaled(journal, owned, value, expires_at);
+            return self.complete_journaled(journal, owned, value, expires_at, weight);
         }
         self.inner
             .table
-            .complete(hash, key, token, value, expires_at)
+            .complete(hash, key, token, value, expires_at, weight)
             .map_err(|Superseded(value)| CompleteError::Superseded(value))
     }
 
@@ -451,6 +464,7 @@ where
         (hash, key, token, fingerprint): (u64, &K, u64, Option<Fingerprint>),
         value: V,
         expires_at: u64,
+        weight: Option<usize>,
     ) -> Result<(), CompleteError<V>> {
         use crate::journal::{format, JournalError};
         // Shared until the entry is completed: a compaction waits for the
@@ -481,7 +495,7 @@ where
         match self
             .inner
             .table
-            .complete(hash, key, token, value, expires_at)
+            .complete(hash, key, token, value, expires_at, weight)
         {
             Ok(()) => Ok(()),
             Err(Superseded(value)) => {
@@ -863,7 +877,9 @@ where
         let table = &self.inner.table;
         let hash = table.hash(&key);
         let now = self.now();
-        let claimed = table.claim(
+        // Past the byte bound too: every entry replayed is a result that
+        // was acknowledged, which a completion over the bound stores as well.
+        let claimed = table.claim_restoring(
             hash,
             key.clone(),
             fingerprint,
@@ -872,8 +888,9 @@ where
             &table.pin(),
         );
         if let Claimed::Owner(token) = claimed? {
+            let weight = table.weight(&key, &value);
             // Just claimed, with no other handle on the store: current.
-            let _ = table.complete(hash, &key, token, value, expires_at);
+            let _ = table.complete(hash, &key, token, value, expires_at, weight);
         }
         // Otherwise there already: a key the journal names once cannot be.
         Ok(())

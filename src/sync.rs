@@ -7,9 +7,10 @@
 //! below is loom's, so the models in `tests/loom.rs` check the real code.
 //! Under miri, `parking_lot` is replaced by `std::sync::Mutex`.
 //!
-//! Two things stay outside the model on purpose, because they synchronise
-//! nothing: statistics counters ([`Counter`]) and the test clock's time
-//! ([`ClockCell`]). Keeping them out keeps the loom state space small.
+//! Three things stay outside the model on purpose, because they synchronise
+//! nothing: statistics counters ([`Counter`]), the test clock's time
+//! ([`ClockCell`]) and the capacity warnings' flags ([`Flag`]). Keeping
+//! them out keeps the loom state space small.
 
 #![allow(dead_code)] // Each cfg uses a different subset of the facade.
 
@@ -20,6 +21,9 @@ pub(crate) use crossbeam_epoch::{Atomic, Owned, Shared};
 pub(crate) type Counter = std::sync::atomic::AtomicU64;
 /// The manual clock's current time: a plain `std` atomic in every build.
 pub(crate) type ClockCell = std::sync::atomic::AtomicU64;
+/// Whether a bound's warning was given: a plain `std` atomic in every build
+/// (it only thins out log lines).
+pub(crate) type Flag = std::sync::atomic::AtomicBool;
 
 /// Asks the CPU to start loading `ptr`'s cache line, for a walk that will
 /// get there shortly. Only a hint: it never faults, whatever `ptr` is, and

@@ -12,6 +12,7 @@ const SETUP: Setup = Setup {
     ttl: 3,         // 5 s
     max_entries: 1, // unbounded
     shards_log2: 0,
+    max_bytes: 1, // unbounded (bytes still counted)
 };
 
 #[test]
@@ -113,6 +114,51 @@ fn ops_bounded_store_sweeps_before_refusing() {
             Advance { secs: 2 },
             Claim { key: 2 }, // full, but the expired lease is swept first
             Claim { key: 2 },
+            Sweep,
+        ],
+    );
+}
+
+/// The byte bound (6 here; `model::weigh` gives key 1 with value 4, and key
+/// 2 with value 3, 6 each): claims are admitted below it, completions of
+/// admitted claims are stored over it, and removal and expiry give bytes
+/// back, with every `Stats` field checked at each step.
+#[test]
+fn ops_byte_bound_refuses_claims_and_stores_completions_over_it() {
+    use Op::*;
+    let setup = Setup {
+        max_bytes: 15, // a bound of 6
+        ..SETUP
+    };
+    run_ops(
+        setup,
+        &[
+            Claim { key: 1 },
+            Claim { key: 2 },
+            Complete {
+                ticket: 0,
+                value: 4,
+            }, // key 1: 6 bytes, at the bound
+            Claim { key: 3 }, // refused
+            Complete {
+                ticket: 0,
+                value: 3,
+            }, // key 2: stored, 12 bytes
+            Get { key: 2 },
+            Claim { key: 1 }, // a replay over the bound
+            Remove { key: 1 },
+            Claim { key: 4 }, // still at the bound; the sweep is not due
+            Advance { secs: 5 },
+            Claim { key: 2 }, // expired, at the bound: swept, then admitted
+            Complete {
+                ticket: 0,
+                value: 0,
+            },
+            CompleteWithTtl {
+                ticket: 0,
+                value: 1,
+                ttl: 0,
+            },
             Sweep,
         ],
     );

@@ -580,6 +580,52 @@ async fn a_full_store_is_503_and_runs_nothing() {
     assert_eq!(server.store.stats().refusals, 1);
 }
 
+/// A store at its `max_bytes` bound answers a new key with 503 and runs
+/// nothing; the response that took it over the bound was stored and
+/// replays. Once that entry expires, the store makes room from it and
+/// stores again. The bytes counted are the default HTTP weigher's.
+#[tokio::test]
+async fn a_store_at_its_byte_bound_is_503_until_entries_expire() {
+    let clock = idemstore::ManualClock::new();
+    let store = HttpStore::builder()
+        .max_bytes(1)
+        .ttl(Duration::from_secs(60))
+        .clock(clock.clone())
+        .background_sweeper(false)
+        .build()
+        .unwrap();
+    let server = Server::start_on(store, |layer| layer).await;
+    let first = server.order("order-1", "1 kettle").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let key = |client_key: &str| RequestKey::new("", Method::POST, "/orders", client_key);
+    let stored = server
+        .store
+        .get(&key("order-1"))
+        .expect("stored over the bound");
+    let weight = idemstore::http::weigh(&key("order-1"), &stored);
+    assert!(weight > stored.body().len());
+    assert_eq!(server.store.stats().bytes, weight);
+
+    let refused = server.order("order-2", "2 mugs").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.problem_code(), "store_full");
+    assert_eq!(server.calls(), 1, "the handler did not run");
+    let retry = server.order("order-1", "1 kettle").await;
+    assert!(retry.replayed());
+
+    clock.advance(Duration::from_secs(60));
+    let second = server.order("order-2", "2 mugs").await;
+    assert_eq!(second.status, StatusCode::CREATED);
+    assert!(!second.replayed());
+    let stored = server.store.get(&key("order-2")).expect("stored");
+    let stats = server.store.stats();
+    assert_eq!((stats.entries, stats.refusals), (1, 1));
+    assert_eq!(
+        stats.bytes,
+        idemstore::http::weigh(&key("order-2"), &stored)
+    );
+}
+
 /// With a journal, a stored response outlives the store: a retry after a
 /// restart gets the same status, headers and body, and the handler does not
 /// run again; a reused key is still refused. Each "process" is a runtime of

@@ -409,6 +409,42 @@ fn tokens_of_claims_in_flight_at_a_crash_are_not_handed_out_again() {
     }
 }
 
+/// A replay counts the bytes of the entries it restores, and restores every
+/// one even past a smaller byte bound: each was an acknowledged result. The
+/// store then refuses new claims until entries go.
+#[test]
+fn a_replay_counts_the_bytes_it_restores_even_past_the_bound() {
+    let (_dir, path, clock) = setup("bytes");
+    let weighed = |max: usize| {
+        journaled::<u64, Vec<u8>>(&path, &clock)
+            .max_bytes(max)
+            .weigher(|_, value| value.len())
+    };
+    {
+        let store = weighed(1000).build().unwrap();
+        for key in 0..10 {
+            put(&store, key, vec![7; 50], None);
+        }
+        assert!(store.remove(&9));
+        assert_eq!(store.stats().bytes, 450);
+    }
+    let store = reopen(|| weighed(1000)).unwrap();
+    assert_eq!(store.journal_report().unwrap().restored, 9);
+    assert_eq!(store.stats().bytes, 450);
+    drop(store);
+
+    let store = reopen(|| weighed(100)).unwrap();
+    let stats = store.stats();
+    assert_eq!((stats.entries, stats.bytes), (9, 450), "all restored");
+    assert_eq!(store.claim(20).err(), Some(ClaimError::Full));
+    assert_eq!(store.get(&3), Some(vec![7; 50]));
+    for key in 0..8 {
+        assert!(store.remove(&key));
+    }
+    assert_eq!(store.stats().bytes, 50);
+    assert!(matches!(store.claim(20), Ok(Claim::Owner(_))));
+}
+
 // ---------------------------------------------------------------- removal
 
 #[test]

@@ -37,7 +37,11 @@ mod metrics_export {
 
     #[test]
     fn record_exports_every_stats_field() {
-        let store: Store<u32, u32> = Store::new();
+        let store: Store<u32, u32> = Store::builder()
+            .max_entries(10)
+            .max_bytes(1000)
+            .build()
+            .unwrap();
         if let Ok(Claim::Owner(ticket)) = store.claim_with(1, Fingerprint::of(&1)) {
             ticket.complete(10).unwrap();
         }
@@ -54,6 +58,10 @@ mod metrics_export {
         let expect = [
             ("idemstore_entries", DebugValue::Gauge(2.0.into())),
             ("idemstore_in_flight", DebugValue::Gauge(1.0.into())),
+            // The default weigher: `size_of` a u32 key and a u32 value.
+            ("idemstore_bytes", DebugValue::Gauge(8.0.into())),
+            ("idemstore_max_entries", DebugValue::Gauge(10.0.into())),
+            ("idemstore_max_bytes", DebugValue::Gauge(1000.0.into())),
             ("idemstore_claims_total", DebugValue::Counter(2)),
             ("idemstore_replays_total", DebugValue::Counter(1)),
             ("idemstore_mismatches_total", DebugValue::Counter(1)),

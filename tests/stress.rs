@@ -16,7 +16,13 @@
 //!   timed wait never ends early or much late;
 //! * no thread hangs: a watchdog aborts the process after a bound;
 //! * once everything expired and was swept, `len() == 0`, and after the
-//!   store is dropped no stored value is alive.
+//!   store is dropped no stored value is alive;
+//! * run again at a byte bound of three entries' weight
+//!   (`faults_under_load_at_a_byte_bound`), the store, sampled all along,
+//!   never weighs as much as the bound plus one value per thread (each
+//!   thread holds at most one claim, and only claims admitted below the
+//!   bound can take the store over it), claims are refused, and it weighs
+//!   nothing once empty.
 
 mod model;
 
@@ -29,7 +35,7 @@ use std::sync::{mpsc, Arc, Barrier, Mutex, Once};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use idemstore::{Claim, Clock, CompleteError, ExecuteError, Outcome, Store, WaitError};
+use idemstore::{Claim, ClaimError, Clock, CompleteError, ExecuteError, Outcome, Store, WaitError};
 use model::linear::{linearizable, stamp, Call, Event};
 
 // ---------------------------------------------------------------------------
@@ -288,8 +294,13 @@ impl KeyLog {
     }
 }
 
+/// What each stored value weighs in the byte-bound run.
+const WEIGHT: usize = 10;
+
 struct Harness {
     store: Store<u8, Val>,
+    /// Whether the store has a byte bound, so claims may be refused.
+    bounded: bool,
     clock: TestClock,
     config: Config,
     keys: Vec<KeyLog>,
@@ -382,7 +393,11 @@ impl Harness {
         let log = self.log(key);
         let removes_before = log.removes_finished.load(Ordering::SeqCst);
         let from = self.clock.nanos();
-        let claim = self.store.claim(key).expect("unbounded store");
+        let claim = match self.store.claim(key) {
+            Ok(claim) => claim,
+            Err(ClaimError::Full) if self.bounded => return,
+            Err(e) => panic!("claim: {e:?}"),
+        };
         let by = self.clock.nanos();
         match claim {
             Claim::Owner(ticket) => {
@@ -473,6 +488,7 @@ impl Harness {
             Ok(Ok(Outcome::Executed(value))) => assert_eq!(value.key, key),
             Ok(Ok(Outcome::Replayed(value))) => self.check_value(key, &value),
             Ok(Err(ExecuteError::Failed(e))) => assert_eq!(e, "declined"),
+            Ok(Err(ExecuteError::Claim(ClaimError::Full))) if self.bounded => {}
             Ok(Err(e)) => panic!("execute: {e:?}"),
         }
     }
@@ -493,6 +509,7 @@ impl Harness {
         if let Poll::Ready(result) = poll_once(future) {
             match result {
                 Ok(Outcome::Replayed(value)) => self.check_value(key, &value),
+                Err(ExecuteError::Claim(ClaimError::Full)) if self.bounded => {}
                 other => panic!("a cancelled execute_async finished: {other:?}"),
             }
         }
@@ -558,26 +575,40 @@ impl Future for YieldOnce {
 
 #[test]
 fn faults_under_load() {
+    run_faults("faults_under_load", None);
+}
+
+#[test]
+fn faults_under_load_at_a_byte_bound() {
+    run_faults("faults_under_load_at_a_byte_bound", Some(3 * WEIGHT));
+}
+
+/// The run `faults_under_load` describes, at `max_bytes` if given (every
+/// value weighing [`WEIGHT`]).
+fn run_faults(name: &str, max_bytes: Option<usize>) {
     quiet_injected_panics();
     let config = config();
     let seed = seed();
-    eprintln!("faults_under_load: seed {seed}, {:?}", config.run_for);
+    eprintln!("{name}: seed {seed}, {:?}", config.run_for);
     let watchdog = Watchdog::start(
         config.run_for + Duration::from_secs(if cfg!(miri) { 3600 } else { 120 }),
         "faults_under_load hangs",
     );
     let clock = TestClock(Instant::now());
     let live = Arc::new(AtomicIsize::new(0));
-    let store = Store::builder()
+    let mut builder = Store::builder()
         .lease(config.lease)
         .ttl(config.ttl)
         .shards(4)
         .sweep_interval(Duration::from_millis(1))
-        .clock(clock.clone())
-        .build()
-        .expect("valid settings");
+        .clock(clock.clone());
+    if let Some(max) = max_bytes {
+        builder = builder.max_bytes(max).weigher(|_, _| WEIGHT);
+    }
+    let store = builder.build().expect("valid settings");
     let harness = Harness {
         store,
+        bounded: max_bytes.is_some(),
         clock,
         keys: (0..config.keys).map(|_| KeyLog::default()).collect(),
         config,
@@ -587,19 +618,48 @@ fn faults_under_load() {
         waits_answered: AtomicU64::new(0),
     };
     let stop_at = Instant::now() + harness.config.run_for;
+    let (mut samples, mut heaviest) = (0u64, 0);
+    let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
-        for index in 0..harness.config.threads {
-            let harness = &harness;
-            scope.spawn(move || harness.worker(index as u64, seed, stop_at));
+        let workers: Vec<_> = (0..harness.config.threads)
+            .map(|index| {
+                let harness = &harness;
+                scope.spawn(move || harness.worker(index as u64, seed, stop_at))
+            })
+            .collect();
+        // Samples the weight while the workers run: below the bound plus
+        // one value per thread at every moment.
+        let sampler = scope.spawn(|| {
+            let Some(max) = max_bytes else { return };
+            let limit = max + harness.config.threads * WEIGHT;
+            while !done.load(Ordering::Relaxed) {
+                let bytes = harness.store.stats().bytes;
+                assert!(bytes < limit, "{bytes} bytes held, bound {max}");
+                (samples, heaviest) = (samples + 1, heaviest.max(bytes));
+                std::thread::yield_now();
+            }
+        });
+        for worker in workers {
+            if let Err(panic) = worker.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        if let Err(panic) = sampler.join() {
+            std::panic::resume_unwind(panic);
         }
     });
     let stats = harness.store.stats();
     eprintln!(
-        "faults_under_load: {} executions, {} waits answered, {stats:?}",
+        "{name}: {} executions, {} waits answered, {samples} samples of the weight \
+         (heaviest {heaviest}), {stats:?}",
         harness.executions.load(Ordering::Relaxed),
         harness.waits_answered.load(Ordering::Relaxed),
     );
     assert!(harness.executions.load(Ordering::Relaxed) > 0);
+    if max_bytes.is_some() && !cfg!(miri) {
+        assert!(stats.refusals > 0, "the bound was never reached");
+    }
 
     // Every claim is released. Once the longest retention has passed,
     // nothing is live, and one sweep must leave the store empty.
@@ -620,6 +680,11 @@ fn faults_under_load() {
         "entries left after everything expired and was swept"
     );
     assert_eq!(harness.store.stats().in_flight, 0);
+    assert_eq!(
+        harness.store.stats().bytes,
+        0,
+        "bytes left in an empty store"
+    );
 
     // Dropping the store drops every value, once the background sweeper,
     // which may be mid-pass with a strong reference, lets go.

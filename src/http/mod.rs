@@ -37,7 +37,7 @@
 //! | same key, same payload, first one finished | the stored status, headers and body, plus `Idempotent-Replayed: true` |
 //! | same key, same payload, first one still running | waits and replays it (default, up to 10 s, then 409), or 409 at once |
 //! | same key, other method, path, query, body or fingerprinted header | 422 |
-//! | store at its `max_entries` bound | 503 |
+//! | store at its `max_entries` or `max_bytes` bound | 503 |
 //!
 //! Every answer the layer makes itself is an RFC 9457
 //! `application/problem+json` document; see [`Problem`].
@@ -87,12 +87,20 @@ pub use layer::{
     DEFAULT_WAIT, IDEMPOTENCY_KEY,
 };
 pub use problem::Problem;
-pub use response::{default_store_if, StoredResponse, IDEMPOTENT_REPLAYED};
+pub use response::{default_store_if, weigh, StoredResponse, IDEMPOTENT_REPLAYED};
 pub use service::{IdempotencyService, ResponseFuture};
 
 /// The store behind an [`IdempotencyLayer`]: requests' keys to their
 /// stored responses. Build it with [`Store::builder`](crate::Store::builder)
-/// to set the TTL, the lease and a `max_entries` bound.
+/// to set the TTL, the lease and the `max_entries` and `max_bytes` bounds.
+///
+/// A byte bound weighs each entry with [`weigh`] (the stored status,
+/// headers and body, and the key) unless another
+/// [`weigher`](crate::Builder::weigher) is set: the builder picks it by
+/// type, for any `Store<RequestKey, StoredResponse>`. At the bound, new keys
+/// are answered 503 `store_full`; responses in flight are still stored, so
+/// the store can exceed the bound by at most the requests in flight times
+/// (`max_stored_bytes` plus their headers and key).
 ///
 /// ```
 /// use std::time::Duration;
@@ -100,8 +108,23 @@ pub use service::{IdempotencyService, ResponseFuture};
 ///     .ttl(Duration::from_secs(24 * 3600))
 ///     .lease(Duration::from_secs(30))
 ///     .max_entries(100_000)
+///     // 256 MiB of stored responses; with the layer's 1 MiB
+///     // `max_stored_bytes` and at most 64 requests in flight, the store
+///     // holds under 320 MiB of them.
+///     .max_bytes(256 << 20)
 ///     .build()?;
 /// # let _ = store;
 /// # Ok::<(), idemstore::ConfigError>(())
 /// ```
 pub type HttpStore = crate::Store<RequestKey, StoredResponse>;
+
+/// [`weigh`] as the weigher of `Store<K, V>`, if that is an [`HttpStore`]:
+/// the default is picked by type, which stable Rust allows through `Any`
+/// rather than specialization. Decided once, at build.
+pub(crate) fn default_weigher<K: 'static, V: 'static>() -> Option<crate::table::Weigher<K, V>> {
+    let http: crate::table::Weigher<RequestKey, StoredResponse> = Box::new(weigh);
+    let any: Box<dyn std::any::Any> = Box::new(http);
+    any.downcast::<crate::table::Weigher<K, V>>()
+        .ok()
+        .map(|weigher| *weigher)
+}

@@ -7,6 +7,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
+use super::key::RequestKey;
+
 /// The header marking a replayed response, as Stripe and the IETF draft's
 /// examples name it.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -89,6 +91,43 @@ impl StoredResponse {
     }
 }
 
+/// The default [`weigher`](crate::Builder::weigher) of an
+/// [`HttpStore`](super::HttpStore): what a stored response and its key hold,
+/// in bytes, for [`max_bytes`](crate::Builder::max_bytes).
+///
+/// It counts the body, each stored header's name and value plus its slot in
+/// the header map, the response's fixed parts (status, map, shared
+/// allocation), and the key's scope, path and client key plus the key's own
+/// size. The body counts at its length even where it shares a larger
+/// buffer. A pure function of the key and the response, as a weigher must
+/// be. Compose it for a weigher of your own:
+///
+/// ```
+/// use idemstore::http::{self, HttpStore};
+/// // Also count the entry's own node and an allowance for the allocator.
+/// let store = HttpStore::builder()
+///     .max_bytes(256 << 20)
+///     .weigher(|key, response| http::weigh(key, response) + 128)
+///     .build()?;
+/// # let _ = store;
+/// # Ok::<(), idemstore::ConfigError>(())
+/// ```
+pub fn weigh(key: &RequestKey, response: &StoredResponse) -> usize {
+    let parts = &*response.0;
+    let headers: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| HEADER_SLOT + name.as_str().len() + value.len())
+        .sum();
+    let key = size_of::<RequestKey>() + key.scope.len() + key.path.len() + key.key.len();
+    // The `Arc`'s two counts beside the parts.
+    let response = size_of::<StoredResponse>() + 2 * size_of::<usize>() + size_of::<Parts>();
+    key + response + headers + parts.body.len()
+}
+
+/// A stored header's slot in its map, besides its name's and value's bytes.
+const HEADER_SLOT: usize = size_of::<(HeaderName, HeaderValue)>() + 2 * size_of::<usize>();
+
 impl fmt::Debug for StoredResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoredResponse")
@@ -163,6 +202,22 @@ mod tests {
         assert!(replay.headers().get(header::CONNECTION).is_none());
         assert_eq!(replay.headers()[IDEMPOTENT_REPLAYED], "true");
         assert_eq!(replay.body(), "order 1");
+    }
+
+    #[test]
+    fn the_weight_counts_body_headers_and_key() {
+        let key = RequestKey::new("tenant", http::Method::POST, "/orders", "k1");
+        let bare = StoredResponse::new(StatusCode::CREATED, &HeaderMap::new(), "");
+        let base = weigh(&key, &bare);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::LOCATION, "/orders/1".parse().unwrap());
+        let full = StoredResponse::new(StatusCode::CREATED, &headers, "order 1");
+        let header = HEADER_SLOT + "location".len() + "/orders/1".len();
+        assert_eq!(weigh(&key, &full), base + header + "order 1".len());
+        let longer = RequestKey::new("tenant", http::Method::POST, "/orders", "k1-longer");
+        assert_eq!(weigh(&longer, &bare), base + "-longer".len());
+        // Pure: the same entry weighs the same every time.
+        assert_eq!(weigh(&key, &full.clone()), weigh(&key, &full));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::clock::{unix_nanos, StoreClock};
 use crate::codec::Codec;
 use crate::error::{ClaimError, ConfigError};
 use crate::store::{Config, Store};
+use crate::table::Weigher;
 
 /// Opens a journal of `K -> V` at a wall time.
 type Opener<K, V> = fn(&Options, u64) -> Result<Opened<K, V>, JournalError>;
@@ -118,12 +119,13 @@ where
         mut config: Config,
         clock: StoreClock,
         hasher: S,
+        weigher: Option<Weigher<K, V>>,
     ) -> Result<Store<K, V, S>, ConfigError>
     where
         S: BuildHasher + Send + Sync + 'static,
     {
         let (Some(path), Some(codecs)) = (self.path, self.codecs) else {
-            return Ok(Store::from_parts(config, clock, hasher));
+            return Ok(Store::from_parts(config, clock, hasher, weigher));
         };
         let options = Options {
             path,
@@ -173,7 +175,7 @@ where
             compact_above: options.compact_above,
             _lock: lock,
         };
-        let store = Store::with_journal(config, clock, hasher, Some(journal));
+        let store = Store::with_journal(config, clock, hasher, weigher, Some(journal));
         for (key, value, fingerprint, expires_at) in entries {
             match store.restore(key, value, fingerprint, expires_at) {
                 Ok(()) => {}

@@ -132,6 +132,18 @@ impl<K, V> Node<K, V> {
         View::Completed(unsafe { self.payload.with(|p| &*(*p).value) })
     }
 
+    /// The value, once completed, whatever the deadline: for weighing a
+    /// node its change unlinked (still valid: see `shard::GiveBack`).
+    pub(crate) fn value(&self) -> Option<&V> {
+        // Acquire pairs with the Release in `complete`, as in `view`.
+        if self.word.load(Ordering::Acquire) & COMPLETED == 0 {
+            return None;
+        }
+        // SAFETY: as in `view`: the value was written before COMPLETED,
+        // and is never written again while the node lives.
+        Some(unsafe { self.payload.with(|p| &*(*p).value) })
+    }
+
     /// The current deadline. Shard lock only.
     pub(crate) fn deadline(&self) -> u64 {
         // Relaxed: only lock holders write the word.

@@ -1,10 +1,11 @@
 //! The sharded table: hashing, shard choice, and the store-wide state that
-//! every shard shares (fencing tokens, the entry count and its bound, and
-//! the epoch with each thread's statistics counts).
+//! every shard shares (fencing tokens, the bounds on entries and bytes with
+//! the weigher, and the epoch with each thread's statistics counts).
 //!
 //! Keys hash once with the store's `BuildHasher`; the top bits choose the
 //! shard and the low bits the bucket, so the two choices are independent.
 
+mod capacity;
 mod entry;
 mod shard;
 
@@ -16,8 +17,10 @@ use crate::fingerprint::Fingerprint;
 use crate::stats::{self, Counts, Stats};
 use crate::store::Config;
 use crate::sync::{Arc, AtomicU64, Epoch, Guard, Mutex, Ordering};
+use capacity::Capacity;
+pub(crate) use capacity::Weigher;
 pub(crate) use shard::TokenGate;
-use shard::{buckets_for, Capacity, ClaimArgs, Common, Reclaim, Reclaimable, Shard, SweepPass};
+use shard::{buckets_for, ClaimArgs, Common, Reclaim, Reclaimable, Shard, SweepPass, Weigh};
 pub(crate) use shard::{Claimed, Joined, Lookup, Miss};
 
 /// Buckets each shard starts with.
@@ -76,6 +79,8 @@ pub(crate) struct Table<K, V, S> {
     shards: Box<[Padded<Shard<K, V>>]>,
     hasher: S,
     common: Common,
+    /// What a completed entry weighs, where bytes are counted.
+    weigher: Option<Weigher<K, V>>,
     /// Swept nodes past their grace period, for `sweep` to free.
     reclaim: Reclaim<K, V>,
     /// Clock time of the last sweep a full store made to find room.
@@ -88,7 +93,9 @@ where
     V: Clone,
     S: BuildHasher,
 {
-    pub(crate) fn new(config: &mut Config, hasher: S) -> Self {
+    /// `weigher` is `Some` where bytes are counted (`max_bytes` or a
+    /// weigher was set).
+    pub(crate) fn new(config: &mut Config, hasher: S, weigher: Option<Weigher<K, V>>) -> Self {
         let shards = config.shards;
         let buckets = match (config.initial_capacity, config.max_entries) {
             // At most 2^30 buckets a shard: plenty, and no overflow anywhere.
@@ -104,9 +111,10 @@ where
             common: Common {
                 tokens: Padded(AtomicU64::new(config.tokens_from)),
                 gate: config.gate.take(),
-                capacity: Capacity::new(max_entries),
+                capacity: Capacity::new(max_entries, config.max_bytes, weigher.is_some()),
                 threads: Epoch::new(),
             },
+            weigher,
             reclaim: Arc::new(Mutex::new(Vec::new())),
             last_full_sweep: AtomicU64::new(0),
         }
@@ -217,20 +225,73 @@ where
         lease_deadline: u64,
         guard: &Guard,
     ) -> Result<Claimed<V>, ClaimError> {
+        let args = ClaimArgs {
+            fingerprint,
+            now,
+            lease_deadline,
+            bytes_bound: true,
+        };
+        self.claim_with(hash, key, args, guard)
+    }
+
+    /// A claim for a journal's replay: the byte bound does not apply, as
+    /// every entry replayed is a result already acknowledged (the entry
+    /// bound still does).
+    #[cfg(feature = "journal")]
+    pub(crate) fn claim_restoring(
+        &self,
+        hash: u64,
+        key: K,
+        fingerprint: Option<Fingerprint>,
+        now: u64,
+        lease_deadline: u64,
+        guard: &Guard,
+    ) -> Result<Claimed<V>, ClaimError> {
+        let args = ClaimArgs {
+            fingerprint,
+            now,
+            lease_deadline,
+            bytes_bound: false,
+        };
+        self.claim_with(hash, key, args, guard)
+    }
+
+    fn claim_with(
+        &self,
+        hash: u64,
+        key: K,
+        args: ClaimArgs,
+        guard: &Guard,
+    ) -> Result<Claimed<V>, ClaimError> {
         self.shard(hash).claim(
             hash,
             key,
-            ClaimArgs {
-                fingerprint,
-                now,
-                lease_deadline,
-            },
+            args,
             &self.common,
             &|key| self.hash(key),
+            self.weigh(),
             guard,
         )
     }
 
+    /// The weigher, for the shards.
+    #[inline]
+    fn weigh(&self) -> Weigh<'_, K, V> {
+        self.weigher.as_deref()
+    }
+
+    /// What `value` of `key` weighs, where bytes are counted: to pass to
+    /// [`complete`](Self::complete). Runs the user's weigher, so call it
+    /// outside every lock.
+    #[inline]
+    pub(crate) fn weight(&self, key: &K, value: &V) -> Option<usize> {
+        self.weigher.as_ref().map(|weigh| weigh(key, value))
+    }
+
+    /// Stores `value` if `token` is still current. `weight` is what
+    /// [`weight`](Self::weight) gave for it: counted before the value is
+    /// linked and whatever the bound, as the operation already ran, and
+    /// taken back if the completion is superseded.
     pub(crate) fn complete(
         &self,
         hash: u64,
@@ -238,11 +299,22 @@ where
         token: u64,
         value: V,
         expires_at: u64,
+        weight: Option<usize>,
     ) -> Result<(), Superseded<V>> {
+        // Before the value is linked: whoever unlinks it takes the weight
+        // away only after, so the count never goes below the true sum.
+        if let Some(weight) = weight {
+            self.common.capacity.add_bytes(weight);
+        }
         // SAFETY: see `locked`.
         let guard = unsafe { locked() };
-        self.shard(hash)
-            .complete(hash, key, token, value, expires_at, guard)
+        let completed = self
+            .shard(hash)
+            .complete(hash, key, token, value, expires_at, guard);
+        if let (Err(_), Some(weight)) = (&completed, weight) {
+            self.common.capacity.release_bytes(weight);
+        }
+        completed
     }
 
     pub(crate) fn abandon(&self, hash: u64, key: &K, token: u64) -> bool {
@@ -264,8 +336,9 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.hash(key);
+        let guard = self.pin();
         self.shard(hash)
-            .remove(hash, key, now, &self.common, &self.pin(), removed)
+            .remove(hash, key, now, &self.common, self.weigh(), &guard, removed)
     }
 
     /// The last fencing token handed out.
@@ -319,6 +392,7 @@ where
                     &self.common,
                     &self.reclaim,
                     &|key| self.hash(key),
+                    self.weigh(),
                     &guard,
                 );
                 removed += n;
@@ -365,7 +439,13 @@ where
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        let mut stats = Stats::default();
+        let capacity = &self.common.capacity;
+        let mut stats = Stats {
+            bytes: capacity.bytes(),
+            max_bytes: capacity.max_bytes(),
+            max_entries: capacity.max_entries(),
+            ..Stats::default()
+        };
         for shard in self.shards.iter() {
             stats.entries += shard.0.len();
             stats.in_flight += shard.0.in_flight();

@@ -34,6 +34,15 @@
 //! * The flight map holds the rendezvous for duplicates of each in-flight
 //!   token that has any; see `wait.rs`. It is changed only under `writer`.
 //!   Flights detached by a change are resolved after the lock is released.
+//! * The bounds (`capacity.rs`) are checked under `writer` by a claim that
+//!   would link a new entry, and never by one that finds a live entry. A
+//!   completed entry that a change unlinks is weighed, and its bytes given
+//!   back, after the lock is released and before the node can be freed: a
+//!   removal, or a claim that replaces an expired entry, weighs it while its
+//!   guard still pins the epoch the node was retired to ([`GiveBack`]; never
+//!   the unpinned `locked` guard, which frees at once); a sweep weighs its
+//!   batch before handing it to the epoch. The weigher is user code, so it
+//!   never runs under the lock.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -45,6 +54,7 @@ use crate::sync::{
     fence, Arc, Atomic, AtomicU64, AtomicU8, AtomicUsize, Epoch, Guard, Mutex, Ordering, Owned,
     Shared,
 };
+use crate::table::capacity::Capacity;
 use crate::table::entry::{Node, View};
 use crate::table::Padded;
 use crate::wait::Flight;
@@ -206,12 +216,15 @@ impl SweepPass {
 }
 
 /// What a claim brings besides its key: its fingerprint, when it happens,
-/// and when its lease would end.
+/// when its lease would end, and whether the byte bound applies.
 #[derive(Clone, Copy)]
 pub(crate) struct ClaimArgs {
     pub(crate) fingerprint: Option<Fingerprint>,
     pub(crate) now: u64,
     pub(crate) lease_deadline: u64,
+    /// Whether the byte bound applies: not to a journal's replay, whose
+    /// entries are results already acknowledged.
+    pub(crate) bytes_bound: bool,
 }
 
 /// Admits fencing tokens: a journal's reservation, which must be durable
@@ -238,44 +251,6 @@ impl Common {
     /// Counts `event` on this thread.
     pub(crate) fn bump(&self, event: Event) {
         self.threads.counts().bump(event);
-    }
-}
-
-/// The optional bound on entries. Only a bounded store keeps a store-wide
-/// count: an unbounded one would pay a contended atomic per claim for nothing
-/// (`len` sums the shards' own counts instead).
-pub(crate) struct Capacity {
-    /// The count (on its own lines: every claim writes it) and the bound.
-    bounded: Option<Padded<(AtomicUsize, usize)>>,
-}
-
-impl Capacity {
-    pub(crate) fn new(max: Option<usize>) -> Self {
-        Capacity {
-            bounded: max.map(|max| Padded((AtomicUsize::new(0), max))),
-        }
-    }
-
-    /// Takes a slot for a new entry, or fails if the store is full. The
-    /// check and the increment are one atomic step, so concurrent claims on
-    /// different shards can never overshoot the bound. Inline across
-    /// crates, for the generic claim.
-    #[inline]
-    fn reserve(&self) -> bool {
-        let Some(Padded((len, max))) = &self.bounded else {
-            return true;
-        };
-        // Relaxed: the count orders no memory; only its value matters.
-        len.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-            (n < *max).then_some(n + 1)
-        })
-        .is_ok()
-    }
-
-    fn release(&self, n: usize) {
-        if let Some(Padded((len, _))) = &self.bounded {
-            len.fetch_sub(n, Ordering::Relaxed);
-        }
     }
 }
 
@@ -467,6 +442,41 @@ impl<K, V> Drop for Reclaimable<K, V> {
             // SAFETY: made only from unlinked nodes after their grace period
             // (see `Retired::defer`), each freed exactly once, here.
             drop(unsafe { Owned::from_raw(node) });
+        }
+    }
+}
+
+/// The store's weigher, where bytes are counted: what a completed entry
+/// weighs against `max_bytes`.
+pub(crate) type Weigh<'w, K, V> = Option<&'w (dyn Fn(&K, &V) -> usize + Send + Sync)>;
+
+/// A completed node a change unlinked, weighed and its bytes given back when
+/// this drops: after the shard lock, which must be released first (declare
+/// the `GiveBack` before the lock guard), and before the node can be freed,
+/// as the caller's guard, which it was retired to, outlives this.
+struct GiveBack<'g, 'w, K, V> {
+    node: Option<&'g Node<K, V>>,
+    weigh: Weigh<'w, K, V>,
+    capacity: &'w Capacity,
+}
+
+impl<'g, 'w, K, V> GiveBack<'g, 'w, K, V> {
+    fn new(weigh: Weigh<'w, K, V>, capacity: &'w Capacity) -> Self {
+        GiveBack {
+            node: None,
+            weigh,
+            capacity,
+        }
+    }
+}
+
+impl<K, V> Drop for GiveBack<'_, '_, K, V> {
+    #[inline]
+    fn drop(&mut self) {
+        if let (Some(node), Some(weigh)) = (self.node, self.weigh) {
+            if let Some(value) = node.value() {
+                self.capacity.release_bytes(weigh(&node.key, value));
+            }
         }
     }
 }
@@ -875,6 +885,7 @@ where
     /// the takeovers, expirations and waits it causes; the caller counts
     /// what it returns (a claim, a replay, a mismatch), on the per-thread
     /// counts it found with its pin.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn claim(
         &self,
         hash: u64,
@@ -882,13 +893,17 @@ where
         args: ClaimArgs,
         common: &Common,
         rehash: &impl Fn(&K) -> u64,
+        weigh: Weigh<'_, K, V>,
         guard: &Guard,
     ) -> Result<Claimed<V>, ClaimError> {
         let ClaimArgs {
             fingerprint,
             now,
             lease_deadline,
+            bytes_bound,
         } = args;
+        let admits_bytes = || !bytes_bound || common.capacity.admits_bytes();
+        let mut replaced = GiveBack::new(weigh, &common.capacity);
         let mut orphans = Orphans(Vec::new());
         let mut writer = self.locked.writer.lock();
         let (link, found) = self.find_link(hash, &key, guard);
@@ -910,6 +925,11 @@ where
                     return Ok(Claimed::InFlight(self.flight_of(&mut writer, node, common)));
                 }
                 View::Expired => {
+                    if !admits_bytes() {
+                        // Counted as a refusal by the caller, if making room
+                        // (which sweeps this entry too) fails.
+                        return Err(ClaimError::Full);
+                    }
                     let event = if node.is_completed() {
                         Event::Expiration
                     } else {
@@ -927,9 +947,10 @@ where
                     );
                     // SAFETY: just unlinked under the lock.
                     unsafe { retire(shared, guard) };
+                    replaced.node = Some(node);
                 }
             }
-        } else if !common.capacity.reserve() {
+        } else if !admits_bytes() || !common.capacity.reserve() {
             // Counted as a refusal by the caller, if making room fails too.
             return Err(ClaimError::Full);
         }
@@ -1084,12 +1105,14 @@ where
     /// `removed` sees the entry's key and the last token handed out, under
     /// the lock: every token the entry had is at most that one, and every
     /// later claim of the key gets a larger one.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn remove<Q>(
         &self,
         hash: u64,
         key: &Q,
         now: u64,
         common: &Common,
+        weigh: Weigh<'_, K, V>,
         guard: &Guard,
         removed: impl FnOnce(&K, u64),
     ) -> bool
@@ -1097,6 +1120,7 @@ where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
+        let mut given_back = GiveBack::new(weigh, &common.capacity);
         let mut orphans = Orphans(Vec::new());
         let mut writer = self.locked.writer.lock();
         let (link, Some(shared)) = self.find_link(hash, key, guard) else {
@@ -1118,6 +1142,7 @@ where
         );
         // SAFETY: just unlinked under the lock.
         unsafe { retire(shared, guard) };
+        given_back.node = Some(node);
         common.capacity.release(1);
         live
     }
@@ -1133,6 +1158,7 @@ where
     /// nothing; a pass that reaches the end has therefore seen every node
     /// that was there when it began, and sets `earliest` from the survivors
     /// and the deadlines written meanwhile.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn sweep_range(
         &self,
         now: u64,
@@ -1140,6 +1166,7 @@ where
         common: &Common,
         reclaim: &Reclaim<K, V>,
         rehash: &impl Fn(&K) -> u64,
+        weigh: Weigh<'_, K, V>,
         guard: &Guard,
     ) -> (usize, bool) {
         let mut orphans = Orphans(Vec::new());
@@ -1200,6 +1227,20 @@ where
         pass.next = end;
         drop(writer);
         let removed = retired.0.len();
+        if let Some(weigh) = weigh {
+            // Outside the lock, before the epoch may free the batch.
+            let bytes = retired
+                .0
+                .iter()
+                .map(|&node| {
+                    // SAFETY: unlinked above and not yet handed to the epoch:
+                    // only this batch holds it.
+                    let node = unsafe { &*node };
+                    node.value().map_or(0, |value| weigh(&node.key, value))
+                })
+                .sum();
+            common.capacity.release_bytes(bytes);
+        }
         // SAFETY: every node in the batch was unlinked above.
         unsafe { retired.defer(reclaim, guard) };
         common.capacity.release(removed);
@@ -1315,7 +1356,7 @@ mod tests {
                 common: Common {
                     tokens: Padded(AtomicU64::new(0)),
                     gate: None,
-                    capacity: Capacity::new(None),
+                    capacity: Capacity::new(None, None, false),
                     threads: Epoch::new(),
                 },
                 reclaim: Arc::new(Mutex::new(Vec::new())),
@@ -1328,6 +1369,7 @@ mod tests {
                 fingerprint: None,
                 now: 0,
                 lease_deadline: deadline,
+                bytes_bound: true,
             };
             let claimed = self.shard.claim(
                 key,
@@ -1335,6 +1377,7 @@ mod tests {
                 args,
                 &self.common,
                 &|k| *k,
+                None,
                 &self.common.threads.pin(),
             );
             assert!(matches!(claimed, Ok(Claimed::Owner(_))));
@@ -1345,8 +1388,16 @@ mod tests {
         fn step(&self, now: u64, pass: &mut SweepPass, budget: usize) -> (usize, bool) {
             let guard = self.common.threads.pin();
             pass.budget = budget;
-            self.shard
-                .sweep_range(now, pass, &self.common, &self.reclaim, &|k| *k, &guard)
+            let weigh = None;
+            self.shard.sweep_range(
+                now,
+                pass,
+                &self.common,
+                &self.reclaim,
+                &|k| *k,
+                weigh,
+                &guard,
+            )
         }
 
         fn full_pass(&self, now: u64) -> (usize, usize) {

@@ -7,8 +7,8 @@
 //! replays the sequences the fuzzer found. The model is written from the
 //! rules, not from the code: a map from key to record, each key's last
 //! fencing token and the flights duplicates joined. It also tracks the physical entry count
-//! (expired entries stay until swept or replaced), so `len()` and every
-//! `Stats` counter are compared too.
+//! (expired entries stay until swept or replaced) and what the completed
+//! entries weigh, so `len()` and every `Stats` field are compared too.
 //!
 //! Time is a `ManualClock` counted in whole seconds; the background sweeper
 //! is off, so nothing happens between operations.
@@ -80,6 +80,7 @@ pub struct Setup {
     pub ttl: u8,
     pub max_entries: u8,
     pub shards_log2: u8,
+    pub max_bytes: u8,
 }
 
 /// Valid settings in seconds: `1 <= lease <= ttl`.
@@ -88,6 +89,8 @@ pub struct Settings {
     pub lease: u64,
     pub ttl: u64,
     pub max_entries: Option<usize>,
+    /// Every run counts bytes with [`weigh`]; some bound them too.
+    pub max_bytes: Option<usize>,
     pub shards: usize,
 }
 
@@ -101,10 +104,17 @@ impl Setup {
             0 => Some(1 + usize::from(self.max_entries / 3 % 24)),
             _ => None,
         };
+        // A third of the runs bound the bytes, independently of the
+        // entries: a bound of 1 to 40 is a few entries' weight.
+        let max_bytes = match self.max_bytes % 3 {
+            0 => Some(1 + usize::from(self.max_bytes / 3 % 40)),
+            _ => None,
+        };
         Settings {
             lease,
             ttl,
             max_entries,
+            max_bytes,
             shards: 1 << (self.shards_log2 % 3),
         }
     }
@@ -177,6 +187,12 @@ pub enum Op {
         fail: bool,
         value: u16,
     },
+}
+
+/// What an entry weighs, in the store (its weigher) and in the model: 1 to 7,
+/// so that a few entries reach a byte bound.
+pub fn weigh(key: u8, value: u32) -> usize {
+    1 + usize::from(key % 3) + (value % 5) as usize
 }
 
 /// What a waiter on a flight has been told, if anything yet.
@@ -307,8 +323,38 @@ impl Model {
         self.records.get(&key).map(|r| r.view(self.now))
     }
 
+    /// A claim. One that the bounds refuse first sweeps expired entries to
+    /// make room (rule 14 never evicts a live one), and tries once more.
     pub fn claim(&mut self, key: u8, fingerprint: Option<u8>) -> ClaimAnswer {
-        match self
+        if let Some(answer) = self.try_claim(key, fingerprint) {
+            return answer;
+        }
+        if self.sweep_when_full() > 0 {
+            if let Some(answer) = self.try_claim(key, fingerprint) {
+                return answer;
+            }
+        }
+        self.counters.refusals += 1;
+        ClaimAnswer::Full
+    }
+
+    /// What the completed entries weigh, expired ones not yet swept too.
+    pub fn bytes(&self) -> usize {
+        self.records
+            .iter()
+            .filter_map(|(&key, r)| r.value.map(|value| weigh(key, value)))
+            .sum()
+    }
+
+    /// Whether the byte bound refuses a claim that would link an entry.
+    fn over_bytes(&self) -> bool {
+        self.bytes() >= self.settings.max_bytes.unwrap_or(usize::MAX)
+    }
+
+    /// A claim as one locked step decides it; `None` if the bounds refuse
+    /// it.
+    fn try_claim(&mut self, key: u8, fingerprint: Option<u8>) -> Option<ClaimAnswer> {
+        let answer = match self
             .records
             .get(&key)
             .map(|r| (r.view(self.now), r.clone()))
@@ -332,7 +378,12 @@ impl Model {
             }
             Some((View::Expired, r)) => {
                 // A claim on an expired key is a first request (rule 12);
-                // an expired lease is taken over (rule 9).
+                // an expired lease is taken over (rule 9). It links a new
+                // entry, so the byte bound applies (the entry's slot passes
+                // on to it).
+                if self.over_bytes() {
+                    return None;
+                }
                 if r.value.is_some() {
                     self.counters.expirations += 1;
                 } else {
@@ -342,17 +393,15 @@ impl Model {
                 self.insert(key, fingerprint)
             }
             None => {
-                if self.records.len() >= self.settings.max_entries.unwrap_or(usize::MAX) {
-                    // Full: reclaim expired entries once before refusing
-                    // (rule 14 never evicts a live one).
-                    if self.sweep_when_full() == 0 {
-                        self.counters.refusals += 1;
-                        return ClaimAnswer::Full;
-                    }
+                if self.records.len() >= self.settings.max_entries.unwrap_or(usize::MAX)
+                    || self.over_bytes()
+                {
+                    return None;
                 }
                 self.insert(key, fingerprint)
             }
-        }
+        };
+        Some(answer)
     }
 
     fn insert(&mut self, key: u8, fingerprint: Option<u8>) -> ClaimAnswer {
@@ -512,8 +561,8 @@ impl Model {
         let c = &self.counters;
         let in_flight = self.records.values().filter(|r| r.value.is_none()).count();
         let got = (
-            stats.entries,
-            stats.in_flight,
+            (stats.entries, stats.in_flight),
+            (stats.bytes, stats.max_bytes, stats.max_entries),
             stats.claims,
             stats.replays,
             stats.waits,
@@ -524,8 +573,12 @@ impl Model {
             stats.refusals,
         );
         let want = (
-            self.records.len(),
-            in_flight,
+            (self.records.len(), in_flight),
+            (
+                self.bytes(),
+                self.settings.max_bytes,
+                self.settings.max_entries,
+            ),
             c.claims,
             c.replays,
             c.waits,
@@ -537,8 +590,8 @@ impl Model {
         );
         assert_eq!(
             got, want,
-            "step {step}: stats (entries, in_flight, claims, replays, waits, abandons, \
-             takeovers, expirations, mismatches, refusals) diverge"
+            "step {step}: stats ((entries, in_flight), (bytes, max_bytes, max_entries), claims, \
+             replays, waits, abandons, takeovers, expirations, mismatches, refusals) diverge"
         );
     }
 }
@@ -584,9 +637,13 @@ pub fn run_ops(setup: Setup, ops: &[Op]) {
         .ttl(Duration::from_secs(settings.ttl))
         .shards(settings.shards)
         .background_sweeper(false)
-        .clock(clock.clone());
+        .clock(clock.clone())
+        .weigher(|key: &u8, value: &Counted| weigh(*key, value.value));
     if let Some(max) = settings.max_entries {
         builder = builder.max_entries(max);
+    }
+    if let Some(max) = settings.max_bytes {
+        builder = builder.max_bytes(max);
     }
     let store: TestStore = builder.build().expect("valid settings");
     let mut model = Model::new(settings);
@@ -784,6 +841,7 @@ pub fn run_ops(setup: Setup, ops: &[Op]) {
         0,
         "entries left after everything expired and was swept"
     );
+    assert_eq!(store.stats().bytes, 0, "bytes left in an empty store");
     drop(store);
     assert_eq!(
         live.load(Ordering::Relaxed),
