@@ -56,8 +56,12 @@
 //!   clock, so an expired entry is invisible at once; a background sweeper
 //!   (holding only a weak reference) reclaims memory in bounded steps and
 //!   releases waiters of owners whose lease passed.
-//! * **Bounded memory.** With [`Builder::max_entries`], a full store refuses
-//!   new claims with [`ClaimError::Full`]; it never evicts a live entry.
+//! * **Bounded memory.** With [`Builder::max_entries`], or
+//!   [`Builder::max_bytes`] (what completed entries weigh, by the
+//!   [`Builder::weigher`]), a full store refuses new claims with
+//!   [`ClaimError::Full`]; it never evicts a live entry. A completion is
+//!   always stored, so a byte bound is exceeded by at most the values of the
+//!   claims in flight when the store reached it.
 //! * **No locks handed out.** Every method returns owned values (clones);
 //!   wrap large values in `Arc`. [`Store::pinned`] lends a handle that
 //!   reads a batch of keys under one epoch pin, only for a closure's run;
@@ -135,8 +139,8 @@
 //!
 //! See [`Builder`] for every setting and its default: TTL (24 h, or the
 //! lease if that is longer), lease (60 s, or the TTL if that is shorter),
-//! `max_entries`, shards, sweep interval, the background sweeper, the clock
-//! and the hasher. `build` validates them and returns a [`ConfigError`]
+//! `max_entries`, `max_bytes` and its weigher, shards, sweep interval, the
+//! background sweeper, the clock and the hasher. `build` validates them and returns a [`ConfigError`]
 //! instead of panicking.
 //!
 //! ## Features
@@ -150,7 +154,7 @@
 //! | `metrics` | `idemstore::metrics`: [`Stats`] (and the HTTP layer's outcomes) through the `metrics` facade |
 //! | `journal` | [`Builder::journal`]: completed results survive kill -9 and restarts; the [`Codec`] trait |
 //! | `serde` | [`Serde`]: a [`Codec`] for any serde type, in postcard's compact encoding (implies `journal`) |
-//! | `tracing` | spans and events from the HTTP layer and the journal |
+//! | `tracing` | spans and events from the HTTP layer and the journal; a warning when the store reaches 90% of `max_entries` or `max_bytes` |
 //! | `redis` | `idemstore::redis`: [`RedisStore`](crate::redis::RedisStore), one store shared by every replica on Redis (implies `journal`, for [`Codec`]) |
 //!
 //! ## MSRV
