@@ -34,9 +34,11 @@
 //!
 //! Every call to the server has the store's timeout (default 1 s) and fails
 //! with [`Error::Timeout`] or [`Error::Unavailable`] after it; the
-//! connection reconnects by itself. A claim whose answer was lost is
-//! released by its claim id, so it never holds the key until its lease
-//! passes.
+//! connection reconnects by itself. A claim whose answer was lost (a
+//! timeout, a cancelled future) is released by its claim id, best effort:
+//! should the release reach the server before the claim (over a new
+//! connection), the claim holds the key until its lease passes, as a
+//! crashed owner's would.
 //!
 //! # Where Redis differs from the in-process store
 //!
@@ -194,7 +196,15 @@ impl Core {
         let mut conn = self.conn.clone();
         let value: Value = tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn))
             .await
-            .map_err(|_| Error::Timeout(self.timeout))??;
+            .map_err(|_| Error::Timeout(self.timeout))?
+            .map_err(|e| {
+                // The connection's own bound is the same timeout.
+                if e.is_timeout() {
+                    Error::Timeout(self.timeout)
+                } else {
+                    Error::from(e)
+                }
+            })?;
         parse(record, value)
     }
 
@@ -272,7 +282,14 @@ impl Core {
     fn release_later(self: &Arc<Self>, record: Vec<u8>, token: Option<u64>, claim_id: String) {
         let core = self.clone();
         self.runtime.spawn(async move {
-            let _ = core.abandon(&record, token, &claim_id).await;
+            // A few tries, so a reconnecting connection does not lose it;
+            // past them the claim ends when its lease passes.
+            for pause in [0, 20, 100] {
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                if core.abandon(&record, token, &claim_id).await.is_ok() {
+                    return;
+                }
+            }
         });
     }
 
