@@ -27,7 +27,10 @@ pub struct RedisServer {
 fn announce_missing() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        eprintln!(
+        // Straight to the process's stderr: the test harness captures
+        // `eprintln!` of passing tests, and this must be seen.
+        let _ = writeln!(
+            std::io::stderr(),
             "\n!!! redis-server is not on PATH: the Redis tests in this binary did NOT run.\n\
              !!! Install it with: {INSTALL}\n"
         );
