@@ -116,10 +116,10 @@ impl Default for ManualClock {
 }
 
 impl ManualClock {
-    /// A clock standing at zero, whose wall time starts at the system's
-    /// wall time now.
+    /// A clock standing at zero, whose wall time starts at 2020-01-01
+    /// 00:00:00 UTC (fixed, so a test's wall times repeat run to run).
     pub fn new() -> Self {
-        Self::with_wall(SystemTime::now())
+        Self::with_wall(SystemTime::UNIX_EPOCH + Duration::from_secs(1_577_836_800))
     }
 
     /// A clock standing at zero, whose wall time starts at `wall`: for tests
