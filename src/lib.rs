@@ -164,11 +164,13 @@
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod backend;
 mod builder;
 mod claim;
 mod clock;
 #[cfg(feature = "journal")]
 mod codec;
+mod deadline;
 mod error;
 mod fingerprint;
 #[cfg(feature = "tower")]
@@ -185,6 +187,8 @@ mod store;
 mod sweeper;
 mod sync;
 mod table;
+#[cfg(test)]
+mod test_util;
 mod wait;
 
 pub use builder::Builder;

@@ -238,7 +238,7 @@ mod tests {
 
     use http_body_util::Full;
 
-    use crate::http::test_util::block_on;
+    use crate::test_util::block_on;
 
     /// A body that yields the given frames, with no size hint.
     struct Frames<E>(VecDeque<Result<Frame<Bytes>, E>>);

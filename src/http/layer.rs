@@ -8,9 +8,11 @@ use http::request::Parts;
 use http::{HeaderName, Method, StatusCode};
 use tower::Layer;
 
-use super::response::default_store_if;
+use super::key::RequestKey;
+use super::response::{default_store_if, StoredResponse};
 use super::service::IdempotencyService;
 use super::HttpStore;
+use crate::backend::Backend;
 
 /// The header the client key is read from by default.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -62,7 +64,10 @@ type StoreIfFn = dyn Fn(StatusCode) -> bool + Send + Sync;
 /// Build it over an [`HttpStore`], whose builder sets how long responses
 /// are kept (TTL, default 24 h), how long an owner may run before a
 /// duplicate takes over (lease, default 60 s: keep it above your slowest
-/// handler) and `max_entries`. Then adjust the defaults:
+/// handler) and `max_entries`; or, with [`with_backend`](Self::with_backend),
+/// over any [`Backend`] of [`RequestKey`]s and [`StoredResponse`]s, such as
+/// a [`RedisStore`](crate::redis::RedisStore) that every replica shares.
+/// Then adjust the defaults:
 ///
 /// | setting | default |
 /// | --- | --- |
@@ -94,8 +99,8 @@ type StoreIfFn = dyn Fn(StatusCode) -> bool + Send + Sync;
 /// # Ok::<(), idemstore::ConfigError>(())
 /// ```
 #[derive(Clone)]
-pub struct IdempotencyLayer {
-    pub(crate) store: HttpStore,
+pub struct IdempotencyLayer<B = HttpStore> {
+    pub(crate) store: B,
     pub(crate) config: Arc<Config>,
 }
 
@@ -113,7 +118,8 @@ pub(crate) struct Config {
 }
 
 impl IdempotencyLayer {
-    /// A layer over `store`, with the defaults listed above.
+    /// A layer over the in-process `store` (plain or journaled), with the
+    /// defaults listed above.
     ///
     /// ```
     /// use idemstore::http::{HttpStore, IdempotencyLayer};
@@ -121,6 +127,31 @@ impl IdempotencyLayer {
     /// # let _ = layer;
     /// ```
     pub fn new(store: HttpStore) -> Self {
+        Self::with_backend(store)
+    }
+}
+
+impl<B: Backend<RequestKey, StoredResponse>> IdempotencyLayer<B> {
+    /// A layer over any [`Backend`], with the defaults listed above: the
+    /// in-process [`HttpStore`] (what [`new`](IdempotencyLayer::new)
+    /// takes), or a [`RedisStore`](crate::redis::RedisStore) shared by every
+    /// replica (feature `redis`), which needs a Tokio runtime. A store that
+    /// cannot answer (Redis down or slow) is a 503 `store_unavailable`
+    /// within the store's timeout, and the handler does not run.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "redis")]
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use idemstore::http::{IdempotencyLayer, RequestKey, StoredResponse};
+    /// use idemstore::redis::RedisStore;
+    ///
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let store: RedisStore<RequestKey, StoredResponse> = RedisStore::builder(client).build()?;
+    /// let layer = IdempotencyLayer::with_backend(store);
+    /// # let _ = layer;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_backend(store: B) -> Self {
         IdempotencyLayer {
             store,
             config: Arc::new(Config {
@@ -144,7 +175,7 @@ impl IdempotencyLayer {
 
     /// The store the layer keeps responses in: read its
     /// [`stats`](crate::Store::stats), or [`remove`](crate::Store::remove) a
-    /// key by its [`RequestKey`](super::RequestKey).
+    /// key by its [`RequestKey`].
     ///
     /// ```
     /// use http::Method;
@@ -154,7 +185,7 @@ impl IdempotencyLayer {
     /// // Let a client retry a request that was answered wrongly:
     /// layer.store().remove(&RequestKey::new("", Method::POST, "/orders", "k1"));
     /// ```
-    pub fn store(&self) -> &HttpStore {
+    pub fn store(&self) -> &B {
         &self.store
     }
 
@@ -287,15 +318,15 @@ impl IdempotencyLayer {
     }
 }
 
-impl<S> Layer<S> for IdempotencyLayer {
-    type Service = IdempotencyService<S>;
+impl<S, B: Clone> Layer<S> for IdempotencyLayer<B> {
+    type Service = IdempotencyService<S, B>;
 
-    fn layer(&self, inner: S) -> IdempotencyService<S> {
+    fn layer(&self, inner: S) -> IdempotencyService<S, B> {
         IdempotencyService::new(inner, self.clone())
     }
 }
 
-impl fmt::Debug for IdempotencyLayer {
+impl<B> fmt::Debug for IdempotencyLayer<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.config;
         f.debug_struct("IdempotencyLayer")

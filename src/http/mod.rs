@@ -7,7 +7,11 @@
 //! while the first is still running wait for its response instead of
 //! running again. State lives in an [`HttpStore`], an idemstore
 //! [`Store`](crate::Store) keyed by [`RequestKey`] (scope, method, path,
-//! client key) holding [`StoredResponse`]s.
+//! client key) holding [`StoredResponse`]s, or in any other
+//! [`Backend`](crate::backend::Backend) of them: with feature `redis`, a
+//! [`RedisStore`](crate::redis::RedisStore) shared by every replica, so a
+//! retry that lands on another replica still replays
+//! ([`IdempotencyLayer::with_backend`]).
 //!
 //! ```no_run
 //! use axum::{routing::post, Router};
@@ -37,7 +41,8 @@
 //! | same key, same payload, first one finished | the stored status, headers and body, plus `Idempotent-Replayed: true` |
 //! | same key, same payload, first one still running | waits and replays it (default, up to 10 s, then 409), or 409 at once |
 //! | same key, other method, path, query, body or fingerprinted header | 422 |
-//! | store at its `max_entries` or `max_bytes` bound | 503 |
+//! | store at its `max_entries` or `max_bytes` bound | 503 `store_full` |
+//! | store unavailable (a journal write failed; Redis down or slower than its timeout) | 503 `store_unavailable`, handler not run |
 //!
 //! Every answer the layer makes itself is an RFC 9457
 //! `application/problem+json` document; see [`Problem`].
@@ -61,24 +66,23 @@
 //!
 //! ## Runtime
 //!
-//! The layer depends on no async runtime. Waiting duplicates use only their
-//! task's waker; their deadline comes from one small timer thread the layer
-//! starts the first time a duplicate waits.
+//! Over the in-process store the layer depends on no async runtime.
+//! Waiting duplicates use only their task's waker; their deadline comes from
+//! one small timer thread started the first time a duplicate waits. Over a
+//! [`RedisStore`](crate::redis::RedisStore) it runs on Tokio, as that store
+//! does.
 //!
 //! [draft-ietf-httpapi-idempotency-key-header]: https://datatracker.ietf.org/doc/draft-ietf-httpapi-idempotency-key-header/
 
 mod body;
 #[cfg(feature = "journal")]
 mod codec;
-mod deadline;
 mod key;
 mod layer;
 mod observe;
 mod problem;
 mod response;
 mod service;
-#[cfg(test)]
-mod test_util;
 
 pub use body::BufferedBody;
 pub use key::{parse_key, KeyError, RequestKey, MAX_KEY_LEN};

@@ -60,8 +60,9 @@ pub enum Problem {
     },
     /// 503: the store is at its `max_entries` bound and refuses new keys.
     StoreFull,
-    /// 503: the store cannot record new claims (its journal failed). The
-    /// handler was not run.
+    /// 503: the store could not answer (its journal failed; a Redis server
+    /// is down or slower than the store's timeout). The handler was not
+    /// run.
     StoreUnavailable,
 }
 

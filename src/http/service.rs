@@ -4,21 +4,27 @@
 //! method not configured ───────────────────────────────► inner (streaming)
 //! key: absent ─► 400, or inner when optional │ malformed ─► 400
 //! body: read up to the limit ─► 413 / 400 when unreadable
-//! claim (scope, method, path, key) with fingerprint(method, path, query,
-//!        fingerprint headers, body):
-//!   Mismatch ─► 422            Full ─► 503
+//! claim (scope, method, path, key) in the backend with fingerprint(method,
+//!        path, query, fingerprint headers, body):
+//!   Mismatch ─► 422            Full ─► 503 store_full
+//!   Unavailable (journal, Redis down or slow) ─► 503 store_unavailable
 //!   Completed ─► replay (stored status, headers, body + Idempotent-Replayed)
 //!   InFlight ─► Reject: 409 │ Wait: the owner's response, replayed;
 //!               released (error, drop, lease passed) ─► claim again;
-//!               deadline passed ─► 409
+//!               deadline passed ─► 409; unavailable ─► 503
 //!   Owner ─► inner; store the response if `store_if` accepts its status and
-//!            it fits `max_stored_bytes`, else release the key. An inner
-//!            error, a panic or a dropped request drops the ticket, which
-//!            releases the key and wakes the waiters.
+//!            it fits `max_stored_bytes`, else release the key (and wait for
+//!            the store to have the release). An inner error, a panic or a
+//!            dropped request drops the ticket, which releases the key and
+//!            wakes the waiters.
 //! ```
+//!
+//! The service is generic over the [`Backend`]; over the in-process store
+//! each backend call is a ready future, so a request costs what it did
+//! before the trait: one boxed future for the whole request, nothing more.
 
 use std::fmt;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -30,19 +36,19 @@ use http_body::Body;
 use tower::Service;
 
 use super::body::{read_bounded, BufferedBody, Read};
-use super::deadline;
+
 use super::key::{self, RequestKey};
 use super::layer::{Config, IdempotencyLayer, InFlightPolicy};
 use super::observe::{self, event, Outcome};
 use super::problem::{display_header, Problem};
 use super::response::StoredResponse;
-use crate::{Claim, ClaimError, CompleteError, Fingerprint, FingerprintHasher, Ticket, WaitError};
+use super::HttpStore;
+use crate::backend::{Backend, ClaimError, Claimed, CompleteError, WaitError};
+use crate::{Fingerprint, FingerprintHasher};
 
 /// The future an [`IdempotencyService`] returns.
 pub type ResponseFuture<B, E> =
     Pin<Box<dyn Future<Output = Result<Response<BufferedBody<B>>, E>> + Send>>;
-
-type HttpTicket = Ticket<RequestKey, StoredResponse>;
 
 /// The service [`IdempotencyLayer`] wraps around an inner service.
 ///
@@ -91,13 +97,13 @@ type HttpTicket = Ticket<RequestKey, StoredResponse>;
 /// assert!(first.headers().get("idempotent-replayed").is_none());
 /// assert_eq!(retry.headers()["idempotent-replayed"], "true");
 /// ```
-pub struct IdempotencyService<S> {
+pub struct IdempotencyService<S, B = HttpStore> {
     inner: S,
-    layer: IdempotencyLayer,
+    layer: IdempotencyLayer<B>,
 }
 
-impl<S> IdempotencyService<S> {
-    pub(crate) fn new(inner: S, layer: IdempotencyLayer) -> Self {
+impl<S, B> IdempotencyService<S, B> {
+    pub(crate) fn new(inner: S, layer: IdempotencyLayer<B>) -> Self {
         IdempotencyService { inner, layer }
     }
 
@@ -110,12 +116,12 @@ impl<S> IdempotencyService<S> {
     /// assert!(service.layer().store().is_empty());
     /// # fn my_inner_service() {}
     /// ```
-    pub fn layer(&self) -> &IdempotencyLayer {
+    pub fn layer(&self) -> &IdempotencyLayer<B> {
         &self.layer
     }
 }
 
-impl<S: Clone> Clone for IdempotencyService<S> {
+impl<S: Clone, B: Clone> Clone for IdempotencyService<S, B> {
     fn clone(&self) -> Self {
         IdempotencyService {
             inner: self.inner.clone(),
@@ -124,7 +130,7 @@ impl<S: Clone> Clone for IdempotencyService<S> {
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for IdempotencyService<S> {
+impl<S: fmt::Debug, B> fmt::Debug for IdempotencyService<S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdempotencyService")
             .field("inner", &self.inner)
@@ -133,10 +139,11 @@ impl<S: fmt::Debug> fmt::Debug for IdempotencyService<S> {
     }
 }
 
-impl<S, B, ResBody> Service<Request<B>> for IdempotencyService<S>
+impl<S, Store, B, ResBody> Service<Request<B>> for IdempotencyService<S, Store>
 where
     S: Service<Request<BufferedBody<B>>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send,
+    Store: Backend<RequestKey, StoredResponse>,
     B: Body + Send + 'static,
     B::Data: Buf + Send,
     B::Error: Send,
@@ -178,13 +185,14 @@ where
 }
 
 /// An idempotent request (its method is configured).
-async fn respond<S, B, ResBody>(
+async fn respond<S, Store, B, ResBody>(
     mut inner: S,
-    layer: IdempotencyLayer,
+    layer: IdempotencyLayer<Store>,
     request: Request<B>,
 ) -> Result<Response<BufferedBody<ResBody>>, S::Error>
 where
     S: Service<Request<BufferedBody<B>>, Response = Response<ResBody>>,
+    Store: Backend<RequestKey, StoredResponse>,
     B: Body,
     B::Data: Buf,
     ResBody: Body,
@@ -235,21 +243,22 @@ where
     };
     let fingerprint = fingerprint(&parts, &config.fingerprint_headers, &chunks);
 
+    let store = &layer.store;
     let arrived = Instant::now();
     let mut lease_expired = false;
     loop {
-        match layer.store.claim_lent_with(&key, fingerprint) {
-            Ok(Claim::Owner(ticket)) => {
+        match store.claim(&key, fingerprint).await {
+            Ok(Claimed::Owner(ticket)) => {
                 if lease_expired {
-                    event!(info, "takeover", token = ticket.token());
+                    event!(info, "takeover", token = Store::token(&ticket));
                 }
-                event!(debug, "claim", token = ticket.token());
+                event!(debug, "claim", token = Store::token(&ticket));
                 let request =
                     Request::from_parts(parts, BufferedBody::from_chunks(chunks, trailers));
-                return run_owner(inner, config, ticket, request).await;
+                return run_owner(inner, store, config, ticket, request).await;
             }
-            Ok(Claim::Completed(stored)) => return Ok(replay(&stored)),
-            Ok(Claim::InFlight(pending)) => {
+            Ok(Claimed::Completed(stored)) => return Ok(replay(&stored)),
+            Ok(Claimed::InFlight(pending)) => {
                 let InFlightPolicy::Wait(wait) = config.in_flight else {
                     event!(debug, "in_flight");
                     return Ok(refuse(
@@ -259,20 +268,25 @@ where
                 };
                 event!(debug, "wait");
                 let wait_started = Instant::now();
-                let waited = match arrived.checked_add(wait) {
-                    Some(deadline) => deadline::until(deadline, pending.into_future()).await,
-                    None => Some(pending.await),
-                };
+                let waited = store.wait(pending, arrived.checked_add(wait)).await;
                 observe::waited(wait_started.elapsed().as_secs_f64());
                 match waited {
-                    Some(Ok(stored)) => return Ok(replay(&stored)),
+                    Ok(stored) => return Ok(replay(&stored)),
                     // The owner let the key go: claim it again (and maybe run).
-                    Some(Err(WaitError::Abandoned)) => event!(debug, "wait_released"),
-                    Some(Err(WaitError::LeaseExpired)) => {
+                    Err(WaitError::Abandoned) => event!(debug, "wait_released"),
+                    Err(WaitError::LeaseExpired) => {
                         event!(info, "expiry");
                         lease_expired = true;
                     }
-                    Some(Err(_)) | None => {
+                    Err(WaitError::Mismatch) => {
+                        event!(info, "mismatch");
+                        return Ok(refuse(Problem::KeyReused, Outcome::KeyReused));
+                    }
+                    Err(WaitError::Unavailable(error)) => {
+                        event!(error, "store_unavailable", error = error.to_string());
+                        return Ok(refuse(Problem::StoreUnavailable, Outcome::StoreUnavailable));
+                    }
+                    Err(WaitError::Timeout) => {
                         event!(info, "wait_timeout");
                         let waited = Some(arrived.elapsed());
                         return Ok(refuse(Problem::InFlight { waited }, Outcome::InFlight));
@@ -283,11 +297,11 @@ where
                 event!(info, "mismatch");
                 return Ok(refuse(Problem::KeyReused, Outcome::KeyReused));
             }
-            Err(ClaimError::Unavailable) => {
-                event!(error, "store_unavailable");
+            Err(ClaimError::Unavailable(error)) => {
+                event!(error, "store_unavailable", error = error.to_string());
                 return Ok(refuse(Problem::StoreUnavailable, Outcome::StoreUnavailable));
             }
-            Err(_) => {
+            Err(ClaimError::Full) => {
                 event!(warn, "store_full");
                 return Ok(refuse(Problem::StoreFull, Outcome::StoreFull));
             }
@@ -296,29 +310,36 @@ where
 }
 
 /// Runs the inner service as the key's owner and stores what it answers.
-async fn run_owner<S, B, ResBody>(
+async fn run_owner<S, Store, B, ResBody>(
     mut inner: S,
+    store: &Store,
     config: &Config,
-    ticket: HttpTicket,
+    ticket: Store::Ticket,
     request: Request<BufferedBody<B>>,
 ) -> Result<Response<BufferedBody<ResBody>>, S::Error>
 where
     S: Service<Request<BufferedBody<B>>, Response = Response<ResBody>>,
+    Store: Backend<RequestKey, StoredResponse>,
     B: Body,
     ResBody: Body,
     ResBody::Data: Buf,
 {
     // Dropped with the request future (client gone, panic): releases the key.
-    let mut owner = Owner(Some(ticket));
+    let mut owner = Owner {
+        store,
+        ticket: Some(ticket),
+    };
     let response = match inner.call(request).await {
         Ok(response) => response,
         Err(error) => {
-            owner.release("handler_error", Outcome::HandlerError);
+            // Released without waiting for the store, so the error (which
+            // need not be `Send`) is not held across an await.
+            owner.release_now("handler_error", Outcome::HandlerError);
             return Err(error);
         }
     };
     if !(config.store_if)(response.status()) {
-        owner.release("status", Outcome::NotStored);
+        owner.release("status", Outcome::NotStored).await;
         return Ok(response.map(BufferedBody::stream));
     }
     let (parts, body) = response.into_parts();
@@ -333,34 +354,38 @@ where
             trailers: Some(trailers),
             ..
         } => {
-            owner.release("trailers", Outcome::NotStored);
+            owner.release("trailers", Outcome::NotStored).await;
             let body = BufferedBody::from_chunks(chunks, Some(trailers));
             return Ok(Response::from_parts(parts, body));
         }
         Read::TooLarge(body) => {
-            owner.release("too_large", Outcome::NotStored);
+            owner.release("too_large", Outcome::NotStored).await;
             return Ok(Response::from_parts(parts, body));
         }
         Read::Failed(body) => {
-            owner.release("body_error", Outcome::NotStored);
+            owner.release("body_error", Outcome::NotStored).await;
             return Ok(Response::from_parts(parts, body));
         }
     };
     let stored = StoredResponse::new(parts.status, &parts.headers, body.clone());
-    if let Some(ticket) = owner.0.take() {
-        match ticket.complete(stored) {
+    if let Some(ticket) = owner.ticket.take() {
+        match store.complete(ticket, stored).await {
             Ok(()) => event!(debug, "store", status = parts.status.as_u16()),
             // The lease passed and another request took the key over: its
             // response is the one stored. This client still gets its own.
-            Err(CompleteError::Superseded(_)) => {
+            Err(CompleteError::Superseded) => {
                 event!(warn, "superseded", status = parts.status.as_u16())
             }
-            // The journal could not record it: the key is released, and this
-            // client still gets the handler's answer (a 503 would make it
-            // retry, running the handler again).
-            #[cfg(feature = "journal")]
-            Err(CompleteError::Journal { .. }) => {
-                event!(error, "not_recorded", status = parts.status.as_u16())
+            // The store could not record it (a journal write, Redis): the
+            // key is released, and this client still gets the handler's
+            // answer (a 503 would make it retry, running the handler again).
+            Err(CompleteError::Unavailable(error)) => {
+                event!(
+                    error,
+                    "not_recorded",
+                    status = parts.status.as_u16(),
+                    error = error.to_string()
+                )
             }
         }
     }
@@ -369,22 +394,36 @@ where
 }
 
 /// The owner's ticket while the handler runs.
-struct Owner(Option<HttpTicket>);
+struct Owner<'a, Store: Backend<RequestKey, StoredResponse>> {
+    store: &'a Store,
+    ticket: Option<Store::Ticket>,
+}
 
-impl Owner {
-    /// Releases the key so a retry runs the handler again.
-    fn release(&mut self, reason: &'static str, outcome: Outcome) {
-        if let Some(ticket) = self.0.take() {
+impl<Store: Backend<RequestKey, StoredResponse>> Owner<'_, Store> {
+    /// Releases the key so a retry runs the handler again, and waits until
+    /// the store has the release.
+    async fn release(&mut self, reason: &'static str, outcome: Outcome) {
+        if let Some(ticket) = self.ticket.take() {
             event!(debug, "abandon", reason = reason);
-            ticket.abandon();
+            observe::finished(outcome);
+            self.store.abandon(ticket).await;
+        }
+    }
+
+    /// Releases the key by dropping the ticket (rule 6): at once over the
+    /// in-process store, from a task of its own over Redis.
+    fn release_now(&mut self, reason: &'static str, outcome: Outcome) {
+        if let Some(ticket) = self.ticket.take() {
+            event!(debug, "abandon", reason = reason);
+            drop(ticket);
             observe::finished(outcome);
         }
     }
 }
 
-impl Drop for Owner {
+impl<Store: Backend<RequestKey, StoredResponse>> Drop for Owner<'_, Store> {
     fn drop(&mut self) {
-        self.release("dropped", Outcome::Dropped);
+        self.release_now("dropped", Outcome::Dropped);
     }
 }
 
@@ -447,7 +486,7 @@ mod tests {
     use http_body_util::{BodyExt, Full};
     use tower::Layer;
 
-    use crate::http::test_util::block_on;
+    use crate::test_util::block_on;
 
     fn parts(method: Method, uri: &str, headers: &[(&str, &str)]) -> Parts {
         let mut builder = Request::builder().method(method).uri(uri);

@@ -1,9 +1,11 @@
-//! A runtime-agnostic deadline for the wait on an in-flight duplicate.
+//! A runtime-agnostic deadline for a wait on an in-flight owner: the
+//! in-process store's [`Backend::wait`](crate::backend::Backend::wait), and
+//! so the HTTP layer's waiting duplicates.
 //!
-//! The layer must bound how long a duplicate waits, yet it depends on no
-//! async runtime: the store's futures use only the task's waker, and so
-//! does this. One lazily started thread keeps the registered deadlines in
-//! order and wakes each task when its deadline passes.
+//! The wait must be bounded, yet the in-process store depends on no async
+//! runtime: its futures use only the task's waker, and so does this. One
+//! lazily started thread keeps the registered deadlines in order and wakes
+//! each task when its deadline passes.
 //!
 //! Protocol: the timer's state is one mutex over a map from
 //! `(deadline, id)` to the waker to call. A [`Deadline`] inserts (or
@@ -87,7 +89,7 @@ impl Timer {
     fn get() -> Option<&'static Timer> {
         let started = STARTED.get_or_init(|| {
             std::thread::Builder::new()
-                .name("idemstore-http-deadline".into())
+                .name("idemstore-deadline".into())
                 .spawn(|| TIMER.run())
                 .is_ok()
         });
@@ -178,7 +180,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    use crate::http::test_util::{block_on, noop_waker};
+    use crate::test_util::{block_on, noop_waker};
 
     #[test]
     fn a_deadline_wakes_its_task_once_it_passes() {
