@@ -2,7 +2,15 @@
 //!
 //! ```text
 //! cargo run --example axum_orders --features tower [-- 127.0.0.1:3000]
+//! cargo run --example axum_orders --features tower,redis -- 127.0.0.1:3000 --redis redis://127.0.0.1:6379
 //! ```
+//!
+//! Without `--redis` the layer keeps its state in process; with it, in one
+//! Redis that every replica started with the same URL shares, so a retry
+//! that lands on another replica still replays (the one line that changes
+//! is the store the layer is built over, in [`app`]'s caller). `--work-ms N`
+//! makes creating an order take N ms, so duplicates sent together overlap
+//! and wait. `GET /orders` says how many orders this replica created.
 //!
 //! Send the printed curl line twice: the first creates order 1 (201); the
 //! second gets the same 201 and body back, marked `Idempotent-Replayed:
@@ -14,7 +22,8 @@
 //! is not an order 422 (`order_invalid`), both as `application/problem+json`.
 //! The layer stores those answers like any other 4xx, so a retry with the
 //! same key gets the same problem back, marked as a replay, without the
-//! handler running again. `tests/example_orders.rs` drives this router.
+//! handler running again. `tests/example_orders.rs` drives this router;
+//! `tests/http_redis.rs` runs two replicas of it on one Redis.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,7 +35,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use idemstore::http::{HttpStore, IdempotencyLayer};
+use idemstore::backend::Backend;
+use idemstore::http::{HttpStore, IdempotencyLayer, RequestKey, StoredResponse};
 use serde_json::{json, Value};
 
 /// The service's state. A real service would keep its orders in a
@@ -38,19 +48,36 @@ pub struct Orders {
     /// Requests that reached the handler: the layer lets one through per
     /// key, and answers duplicates and retries itself.
     pub handled: AtomicU64,
+    /// How long creating an order takes (a real service's database write).
+    pub work: Duration,
 }
 
 /// The whole service: `POST /orders` behind the Idempotency-Key layer, keys
-/// scoped by the `X-Tenant` header.
-pub fn app(store: HttpStore, orders: Arc<Orders>) -> Router {
-    let layer = IdempotencyLayer::new(store).scope(|parts| {
+/// scoped by the `X-Tenant` header, over `store`: the in-process
+/// [`HttpStore`] or a shared `RedisStore`.
+pub fn app<B>(store: B, orders: Arc<Orders>) -> Router
+where
+    B: Backend<RequestKey, StoredResponse>,
+{
+    let layer = IdempotencyLayer::with_backend(store).scope(|parts| {
         let tenant = parts.headers.get("x-tenant").and_then(|v| v.to_str().ok());
         tenant.unwrap_or_default().to_owned()
     });
     Router::new()
-        .route("/orders", post(create_order))
+        .route("/orders", post(create_order).get(count_orders))
         .with_state(orders)
         .layer(layer)
+}
+
+/// `GET /orders` (not idempotent-keyed: passed through the layer): how many
+/// orders this replica created, as `{"created": n}`.
+async fn count_orders(State(orders): State<Arc<Orders>>) -> Response {
+    let created = orders.last_id.load(Ordering::SeqCst);
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({ "created": created }).to_string(),
+    )
+        .into_response()
 }
 
 /// What a client orders: `{"item": "kettle", "qty": 1}`.
@@ -67,6 +94,9 @@ async fn create_order(State(orders): State<Arc<Orders>>, body: Bytes) -> Respons
         Ok(order) => order,
         Err(problem) => return problem.into_response(),
     };
+    if !orders.work.is_zero() {
+        tokio::time::sleep(orders.work).await;
+    }
     let id = orders.last_id.fetch_add(1, Ordering::SeqCst) + 1;
     let created = json!({ "id": id, "order": { "item": order.item, "qty": order.qty } });
     (
@@ -129,20 +159,61 @@ impl IntoResponse for Problem {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:3000".to_owned());
-
-    // Responses are replayed for a day; a handler gets 30 s before a
-    // duplicate may take its key over.
-    let store = HttpStore::builder()
+/// The store a replica shares through Redis at `url`: responses replayed
+/// for a day, a handler given 30 s before a duplicate may take its key
+/// over, every call to the server bounded by 1 s.
+#[cfg(feature = "redis")]
+pub fn redis_store(
+    url: &str,
+) -> Result<idemstore::redis::RedisStore<RequestKey, StoredResponse>, Box<dyn std::error::Error>> {
+    let client = redis::Client::open(url)?;
+    let store = idemstore::redis::RedisStore::builder(client)
+        .prefix("orders")
         .ttl(Duration::from_secs(24 * 3600))
         .lease(Duration::from_secs(30))
-        .max_entries(100_000)
+        .timeout(Duration::from_secs(1))
         .build()?;
-    let app = app(store, Arc::default());
+    Ok(store)
+}
+
+/// The service on the address and with the store `args` name
+/// (`[ADDR] [--redis URL] [--work-ms N]`), until it is stopped.
+pub async fn run(args: impl IntoIterator<Item = String>) -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = args.into_iter();
+    let (mut addr, mut redis, mut work) = ("127.0.0.1:3000".to_owned(), None, Duration::ZERO);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--redis" => redis = Some(args.next().ok_or("--redis takes a URL")?),
+            "--work-ms" => {
+                let ms = args.next().ok_or("--work-ms takes a number")?;
+                work = Duration::from_millis(ms.parse()?);
+            }
+            _ => addr = arg,
+        }
+    }
+    let orders = Arc::new(Orders {
+        work,
+        ..Orders::default()
+    });
+    let app = match redis {
+        // Shared by every replica started with the same URL.
+        #[cfg(feature = "redis")]
+        Some(url) => app(redis_store(&url)?, orders),
+        #[cfg(not(feature = "redis"))]
+        Some(_) => {
+            return Err("--redis needs the example built with `--features tower,redis`".into())
+        }
+        // In process: responses are replayed for a day; a handler gets 30 s
+        // before a duplicate may take its key over.
+        None => {
+            let store = HttpStore::builder()
+                .ttl(Duration::from_secs(24 * 3600))
+                .lease(Duration::from_secs(30))
+                .max_entries(100_000)
+                .build()?;
+            app(store, orders)
+        }
+    };
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let addr = listener.local_addr()?;
@@ -153,4 +224,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    run(std::env::args().skip(1)).await
 }
