@@ -142,12 +142,12 @@ impl<B: Backend<RequestKey, StoredResponse>> IdempotencyLayer<B> {
     /// ```no_run
     /// # #[cfg(feature = "redis")]
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    /// use idemstore::http::{IdempotencyLayer, RequestKey, StoredResponse};
+    /// use idemstore::http::IdempotencyLayer;
     /// use idemstore::redis::RedisStore;
     ///
     /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
-    /// let store: RedisStore<RequestKey, StoredResponse> = RedisStore::builder(client).build()?;
-    /// let layer = IdempotencyLayer::with_backend(store);
+    /// // A `RedisStore<RequestKey, StoredResponse>`, shared by every replica.
+    /// let layer = IdempotencyLayer::with_backend(RedisStore::builder(client).build()?);
     /// # let _ = layer;
     /// # Ok(()) }
     /// ```
