@@ -155,6 +155,7 @@
 //! | `journal` | [`Builder::journal`]: completed results survive kill -9 and restarts; the [`Codec`] trait |
 //! | `serde` | [`Serde`]: a [`Codec`] for any serde type, in postcard's compact encoding (implies `journal`) |
 //! | `tracing` | spans and events from the HTTP layer and the journal; a warning when the store reaches 90% of `max_entries` or `max_bytes` |
+//! | `steps` | `idemstore::steps`: multi-step runs that resume after a failure, with compensations (implies `journal`) |
 //! | `redis` | `idemstore::redis`: [`RedisStore`](crate::redis::RedisStore), one store shared by every replica on Redis (implies `journal`, for [`Codec`]) |
 //!
 //! ## MSRV
@@ -182,6 +183,8 @@ pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod stats;
+#[cfg(feature = "steps")]
+pub mod steps;
 mod store;
 #[cfg(not(idemstore_loom))]
 mod sweeper;
