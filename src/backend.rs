@@ -6,7 +6,8 @@
 //! It is the claim protocol and nothing else: claim a key with a payload
 //! fingerprint and learn whether the caller owns it, it is completed, or
 //! another owner has it in flight; wait for that owner, up to a deadline;
-//! complete or release an owned claim. Every failure of the store itself
+//! complete, renew or release an owned claim; read a completed value (the
+//! steps layer's use, `src/steps/`). Every failure of the store itself
 //! (a journal that cannot write a token reservation, a Redis server that is
 //! down, slow or holds a foreign record) comes back as [`Unavailable`], so a
 //! caller can refuse the request rather than run it without a claim.
@@ -66,8 +67,8 @@ use std::time::Instant;
 use crate::fingerprint::Fingerprint;
 use crate::store::Store;
 
-/// A store the HTTP layer (and any caller generic over stores) claims keys
-/// in. Implemented by [`Store`] and, with feature `redis`, by
+/// A store the HTTP layer, multi-step runs (feature `steps`) and any
+/// caller generic over stores claim keys in. Implemented by [`Store`] and, with feature `redis`, by
 /// [`RedisStore`](crate::redis::RedisStore).
 ///
 /// The rules are the store's own (`docs/semantics.md`): one owner per key
@@ -112,6 +113,18 @@ pub trait Backend<K, V>: Clone + Send + Sync + 'static {
 
     /// The claim's fencing token (rule 10).
     fn token(ticket: &Self::Ticket) -> u64;
+
+    /// The completed, unexpired value of `key`; `None` if absent, expired
+    /// or in flight. Claims nothing and waits for nobody.
+    fn get(&self, key: &K) -> impl Future<Output = Result<Option<V>, Unavailable>> + Send;
+
+    /// Extends the claim's lease to a full lease from now, if it is still
+    /// current; [`CompleteError::Superseded`] if it was taken over or
+    /// removed (rule 10).
+    fn renew(
+        &self,
+        ticket: &Self::Ticket,
+    ) -> impl Future<Output = Result<(), CompleteError>> + Send;
 }
 
 /// The answer to [`Backend::claim`], in the shapes of [`crate::Claim`].
@@ -176,6 +189,13 @@ pub struct Unavailable(Arc<dyn StdError + Send + Sync>);
 impl Unavailable {
     pub(crate) fn new(error: impl StdError + Send + Sync + 'static) -> Self {
         Unavailable(Arc::new(error))
+    }
+
+    /// The store's own error, if it is a `T`: the steps layer hands a
+    /// journal's error back as its own.
+    #[cfg_attr(not(feature = "steps"), allow(dead_code))]
+    pub(crate) fn downcast_ref<T: StdError + 'static>(&self) -> Option<&T> {
+        self.0.downcast_ref()
     }
 }
 
@@ -312,6 +332,17 @@ where
     fn token(ticket: &Self::Ticket) -> u64 {
         ticket.token()
     }
+
+    fn get(&self, key: &K) -> impl Future<Output = Result<Option<V>, Unavailable>> + Send {
+        std::future::ready(Ok(Store::get(self, key)))
+    }
+
+    fn renew(
+        &self,
+        ticket: &Self::Ticket,
+    ) -> impl Future<Output = Result<(), CompleteError>> + Send {
+        std::future::ready(ticket.renew().map_err(|_| CompleteError::Superseded))
+    }
 }
 
 // ---- the Redis store ----
@@ -388,5 +419,22 @@ where
 
     fn token(ticket: &Self::Ticket) -> u64 {
         ticket.token()
+    }
+
+    async fn get(&self, key: &K) -> Result<Option<V>, Unavailable> {
+        crate::redis::RedisStore::get(self, key)
+            .await
+            .map_err(Unavailable::new)
+    }
+
+    async fn renew(&self, ticket: &Self::Ticket) -> Result<(), CompleteError> {
+        use crate::redis::CompleteError as Redis;
+        match ticket.renew().await {
+            Ok(()) => Ok(()),
+            Err(Redis::Superseded(())) => Err(CompleteError::Superseded),
+            Err(Redis::Backend { error, .. }) => {
+                Err(CompleteError::Unavailable(Unavailable::new(error)))
+            }
+        }
     }
 }

@@ -3,8 +3,9 @@
 use std::error::Error;
 use std::fmt;
 
+use crate::backend::{self, Unavailable};
 use crate::codec::CodecError;
-use crate::error::{ClaimError, ExecuteError, WaitError};
+use crate::error::{ClaimError, WaitError};
 use crate::journal::JournalError;
 
 /// What a compensation may fail with: any error, boxed.
@@ -120,6 +121,10 @@ pub enum RunError {
     /// stored: the step (or the run's end) is released and a retry runs it
     /// again.
     Journal(JournalError),
+    /// The store could not answer (with feature `redis`: the server is
+    /// down, slow, or holds a record this run cannot read). Nothing of the
+    /// call is known to be recorded; a retry resumes from what is.
+    Unavailable(Unavailable),
 }
 
 impl fmt::Display for RunError {
@@ -168,6 +173,7 @@ impl fmt::Display for RunError {
             RunError::Wait(e) => write!(f, "could not wait for the run's owner: {e}"),
             RunError::Codec(e) => write!(f, "a step's result did not encode or decode: {e}"),
             RunError::Journal(e) => write!(f, "a result was not recorded: {e}"),
+            RunError::Unavailable(e) => write!(f, "a key of the run could not be used: {e}"),
         }
     }
 }
@@ -180,6 +186,7 @@ impl Error for RunError {
             RunError::Wait(e) => Some(e),
             RunError::Codec(e) => Some(e),
             RunError::Journal(e) => Some(e),
+            RunError::Unavailable(e) => Some(e),
             _ => None,
         }
     }
@@ -209,16 +216,47 @@ impl From<WaitError> for RunError {
     }
 }
 
-/// An `execute` of a run's mark or compensation, whose own failure (`F`)
-/// the caller maps.
-pub(crate) fn from_execute<F>(
-    error: ExecuteError<F>,
-    failed: impl FnOnce(F) -> RunError,
-) -> RunError {
-    match error {
-        ExecuteError::Failed(e) => failed(e),
-        ExecuteError::Claim(e) => e.into(),
-        ExecuteError::Wait(e) => e.into(),
-        ExecuteError::Journal(e) => RunError::Journal(e),
+/// A store's own failure: the in-process store's journal errors come back
+/// as they were (the backend wraps them), any other as `Unavailable`.
+impl From<Unavailable> for RunError {
+    fn from(error: Unavailable) -> Self {
+        if let Some(journal) = error.downcast_ref::<JournalError>() {
+            return RunError::Journal(journal.clone());
+        }
+        if let Some(claim) = error.downcast_ref::<ClaimError>() {
+            return RunError::Claim(*claim);
+        }
+        RunError::Unavailable(error)
+    }
+}
+
+impl From<backend::ClaimError> for RunError {
+    fn from(error: backend::ClaimError) -> Self {
+        match error {
+            backend::ClaimError::Mismatch => RunError::PayloadMismatch,
+            backend::ClaimError::Full => RunError::Claim(ClaimError::Full),
+            backend::ClaimError::Unavailable(e) => e.into(),
+        }
+    }
+}
+
+impl From<backend::WaitError> for RunError {
+    fn from(error: backend::WaitError) -> Self {
+        match error {
+            backend::WaitError::Abandoned => RunError::Wait(WaitError::Abandoned),
+            backend::WaitError::LeaseExpired => RunError::Wait(WaitError::LeaseExpired),
+            backend::WaitError::Timeout => RunError::InFlight,
+            backend::WaitError::Mismatch => RunError::PayloadMismatch,
+            backend::WaitError::Unavailable(e) => e.into(),
+        }
+    }
+}
+
+impl From<backend::CompleteError> for RunError {
+    fn from(error: backend::CompleteError) -> Self {
+        match error {
+            backend::CompleteError::Superseded => RunError::Superseded,
+            backend::CompleteError::Unavailable(e) => e.into(),
+        }
     }
 }

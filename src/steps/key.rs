@@ -186,6 +186,17 @@ pub(crate) fn step_fingerprint(run: Option<Fingerprint>, name: &str) -> Fingerpr
     Fingerprint::of_bytes(&bytes)
 }
 
+/// The run key's fingerprint: the run's payload fingerprint, or one fixed
+/// value for a run with none (every backend claims with a fingerprint).
+pub(crate) fn run_fingerprint(run: Option<Fingerprint>) -> Fingerprint {
+    run.unwrap_or_else(|| Fingerprint::of_bytes(b"steps/run"))
+}
+
+/// The fingerprint of a run's given-up mark and compensation keys.
+pub(crate) fn mark_fingerprint() -> Fingerprint {
+    Fingerprint::of_bytes(b"steps/mark")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -77,8 +77,13 @@
 //!
 //! Step results, the run's result and compensations' inputs are typed
 //! through [`Codec`](crate::Codec), hence the feature implies `journal`.
-//! The steps layer runs on the in-process store; the Redis store has no
-//! steps layer yet.
+//!
+//! The protocol is written once, over [`Backend`](crate::backend::Backend):
+//! the in-process store (sync and async forms) and, with feature `redis`,
+//! [`RedisStepStore`] (async forms), where a run is shared by every
+//! process on the server and resumes in another after a crash. A run
+//! without a payload fingerprint claims its key with a fixed one, and a
+//! mark or compensation key with another (every backend claims with one).
 
 mod error;
 mod future;
@@ -96,6 +101,13 @@ pub use run::Steps;
 use crate::fingerprint::Fingerprint;
 use crate::store::Store;
 
+/// A Redis store for multi-step runs of key `K` (features `steps` and
+/// `redis`): a plain [`RedisStore`](crate::redis::RedisStore), built with
+/// its normal builder, whose handles' async forms run the same protocol as
+/// over the in-process store.
+#[cfg(feature = "redis")]
+pub type RedisStepStore<K> = crate::redis::RedisStore<StepKey<K>, Vec<u8>>;
+
 /// A store for multi-step runs of key `K`: a plain [`Store`], built with
 /// the normal builder (`StepStore::builder()`, `.journal(path)` included).
 pub type StepStore<K, S = RandomState> = Store<StepKey<K>, Vec<u8>, S>;
@@ -107,7 +119,7 @@ where
 {
     /// A handle on the multi-step run of `key` (feature `steps`): see
     /// [`Steps`]. Nothing is claimed until its first call.
-    pub fn steps<'a>(&self, key: K) -> Steps<'a, K, S> {
+    pub fn steps<'a>(&self, key: K) -> Steps<'a, K, Self> {
         Steps::new(self.clone(), key, None)
     }
 
@@ -129,7 +141,40 @@ where
     /// let refused = other.run("pick", || Ok::<_, ()>(9_u8));
     /// assert!(matches!(refused, Err(StepError::Run(RunError::PayloadMismatch))));
     /// ```
-    pub fn steps_with<'a>(&self, key: K, fingerprint: Fingerprint) -> Steps<'a, K, S> {
+    pub fn steps_with<'a>(&self, key: K, fingerprint: Fingerprint) -> Steps<'a, K, Self> {
+        Steps::new(self.clone(), key, Some(fingerprint))
+    }
+}
+
+#[cfg(feature = "redis")]
+impl<K> crate::redis::RedisStore<StepKey<K>, Vec<u8>>
+where
+    K: crate::Codec + Clone + Send + Sync + 'static,
+{
+    /// A handle on the multi-step run of `key` (features `steps` and
+    /// `redis`), shared by every process on the Redis: see [`Steps`]; use
+    /// its async forms. Nothing is claimed until its first call.
+    ///
+    /// ```no_run
+    /// # async fn saga(client: redis::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use idemstore::steps::RedisStepStore;
+    ///
+    /// let store: RedisStepStore<String> = RedisStepStore::builder(client).build()?;
+    /// let mut order = store.steps("order-42".to_string());
+    /// let hold: u64 = order
+    ///     .run_async("reserve", || async { Ok::<_, std::io::Error>(1999) })
+    ///     .await?;
+    /// order.finish_async(format!("held {hold}")).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn steps<'a>(&self, key: K) -> Steps<'a, K, Self> {
+        Steps::new(self.clone(), key, None)
+    }
+
+    /// As [`steps`](Self::steps), for a run whose request has
+    /// `fingerprint`: see [`Store::steps_with`].
+    pub fn steps_with<'a>(&self, key: K, fingerprint: Fingerprint) -> Steps<'a, K, Self> {
         Steps::new(self.clone(), key, Some(fingerprint))
     }
 }

@@ -1,24 +1,28 @@
-//! [`Steps`]: one caller's handle on a multi-step run, and its sync forms.
-//! The async forms (`src/steps/future.rs`) share every decision made here
-//! and differ only in how they wait and run.
+//! [`Steps`]: one caller's handle on a multi-step run, the run protocol
+//! (written once, async, over any [`Backend`]) and its sync forms. The
+//! async forms (`src/steps/future.rs`) call the same protocol and differ
+//! only in how they run operations; the sync forms drive it on the calling
+//! thread, which over the in-process store blocks only in a wait.
 
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
-use ahash::RandomState;
-
-use super::error::{from_execute, RunError, StepError, UndoError};
-use super::key::{split_step, step_fingerprint, step_record, Ended, Part, StepKey};
+use super::error::{RunError, StepError, UndoError};
+use super::key::{
+    mark_fingerprint, run_fingerprint, split_step, step_fingerprint, step_record, Ended, Part,
+    StepKey,
+};
 use super::StepStore;
-use crate::claim::{Claim, Pending, Ticket};
+use crate::backend::{Backend, Claimed, WaitError};
 use crate::codec::Codec;
-use crate::error::{CompleteError, WaitError};
 use crate::fingerprint::Fingerprint;
-use crate::store::Outcome;
+use crate::store::{Outcome, Store};
 
 /// A compensation's future, boxed: each step's has a type of its own.
 type UndoFuture<'a> = Pin<Box<dyn Future<Output = Result<(), UndoError>> + Send + 'a>>;
@@ -66,12 +70,12 @@ pub(crate) struct Done<'a> {
     pub(crate) undo: Option<Undo<'a>>,
 }
 
-/// Where this handle stands with the run.
-pub(crate) enum State<K, S> {
+/// Where this handle stands with the run; `T` is the backend's ticket.
+pub(crate) enum State<T> {
     /// Nothing asked yet: the run is claimed at the first call.
     Unclaimed,
     /// This handle owns the run: its claim of the run's key.
-    Owner(Ticket<StepKey<K>, Vec<u8>, S>),
+    Owner(T),
     /// The run ended (here or before): its record, replayed.
     Ended(Ended),
 }
@@ -85,18 +89,21 @@ pub(crate) enum Wait {
 }
 
 /// What the next step's claim found, before any waiting or running.
-pub(crate) enum StepClaim<K, S> {
+pub(crate) enum StepClaim<T, P> {
     /// Its result, recorded by an earlier run.
     Recorded(Vec<u8>),
     /// Free: this handle runs it. The claim guards it: dropped (an error,
     /// a panic, a cancelled future) releases the step.
-    Run(Ticket<StepKey<K>, Vec<u8>, S>),
+    Run(T),
     /// Another owner of the run (one whose lease passed) is running it.
-    Wait(Pending<StepKey<K>, Vec<u8>>),
+    Wait(P),
 }
 
 /// One caller's handle on a multi-step run, from
-/// [`Store::steps`](crate::Store::steps).
+/// [`Store::steps`](crate::Store::steps) or, with feature `redis`,
+/// [`RedisStore::steps`](crate::redis::RedisStore::steps) (`B` is the
+/// store; the async forms work over both, the sync forms over the
+/// in-process store).
 ///
 /// Each [`run`](Self::run) is one step, checked by its name and its place
 /// in the order: a step an earlier run of this key finished replays its
@@ -130,16 +137,19 @@ pub(crate) enum StepClaim<K, S> {
 /// retry.finish(format!("paid {charged}"))?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Steps<'a, K, S = RandomState> {
-    pub(crate) store: StepStore<K, S>,
+pub struct Steps<'a, K, B = StepStore<K>>
+where
+    B: Backend<StepKey<K>, Vec<u8>>,
+{
+    pub(crate) store: B,
     pub(crate) key: K,
     pub(crate) fingerprint: Option<Fingerprint>,
     pub(crate) wait: Wait,
-    pub(crate) state: State<K, S>,
+    pub(crate) state: State<B::Ticket>,
     pub(crate) done: Vec<Done<'a>>,
 }
 
-impl<K: fmt::Debug, S> fmt::Debug for Steps<'_, K, S> {
+impl<K: fmt::Debug, B: Backend<StepKey<K>, Vec<u8>>> fmt::Debug for Steps<'_, K, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Unclaimed => "unclaimed",
@@ -156,18 +166,12 @@ impl<K: fmt::Debug, S> fmt::Debug for Steps<'_, K, S> {
     }
 }
 
-/// Steps' answer once the run is claimed.
-pub(crate) enum Begin<K> {
-    Ready,
-    Wait(Pending<StepKey<K>, Vec<u8>>),
-}
-
-impl<'a, K, S> Steps<'a, K, S>
+impl<'a, K, B> Steps<'a, K, B>
 where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-    S: BuildHasher + Send + Sync + 'static,
+    K: Clone + Send + Sync + 'static,
+    B: Backend<StepKey<K>, Vec<u8>>,
 {
-    pub(crate) fn new(store: StepStore<K, S>, key: K, fingerprint: Option<Fingerprint>) -> Self {
+    pub(crate) fn new(store: B, key: K, fingerprint: Option<Fingerprint>) -> Self {
         Steps {
             store,
             key,
@@ -199,7 +203,7 @@ where
     }
 
     /// The names of the steps this handle went through so far, in order.
-    pub fn steps(&self) -> impl Iterator<Item = &str> + use<'_, 'a, K, S> {
+    pub fn steps(&self) -> impl Iterator<Item = &str> + use<'_, 'a, K, B> {
         self.done.iter().map(|d| d.name.as_str())
     }
 
@@ -211,58 +215,72 @@ where
         u32::try_from(self.done.len()).unwrap_or(u32::MAX)
     }
 
-    /// Claims the run, if this handle has not yet: owns it, reads how it
-    /// ended, or hands back the owner to wait for.
-    pub(crate) fn begin_claim(&mut self) -> Result<Begin<K>, RunError> {
-        if !matches!(self.state, State::Unclaimed) {
-            return Ok(Begin::Ready);
-        }
-        let key = self.part(Part::Run);
-        let claimed = match self.fingerprint {
-            Some(fingerprint) => self.store.claim_with(key, fingerprint),
-            None => self.store.claim(key),
-        };
-        match claimed? {
-            Claim::Owner(ticket) => self.state = State::Owner(ticket),
-            Claim::Completed(record) => self.state = State::Ended(Ended::decode(&record)?),
-            Claim::InFlight(_) if self.wait == Wait::No => return Err(RunError::InFlight),
-            Claim::InFlight(pending) => return Ok(Begin::Wait(pending)),
-        }
-        Ok(Begin::Ready)
-    }
-
-    /// After a wait for the run's owner: true once the run's end is known;
-    /// false if the owner let it go (claim again).
-    pub(crate) fn waited(&mut self, waited: Result<Vec<u8>, WaitError>) -> Result<bool, RunError> {
-        match waited {
-            Ok(record) => {
-                self.state = State::Ended(Ended::decode(&record)?);
-                Ok(true)
-            }
-            Err(WaitError::Abandoned | WaitError::LeaseExpired) => Ok(false),
-            Err(e) => Err(e.into()),
+    /// The deadline of a sync form's wait for the run's owner.
+    fn sync_deadline(&self) -> Option<Instant> {
+        match self.wait {
+            Wait::For(timeout) => Some(Instant::now() + timeout),
+            Wait::Forever | Wait::No => None,
         }
     }
 
-    fn begin(&mut self) -> Result<(), RunError> {
-        loop {
-            let Begin::Wait(pending) = self.begin_claim()? else {
-                return Ok(());
+    // ------------------------------------------------------- the protocol
+
+    /// Claims the run, if this handle has not yet: owns it, or learns how
+    /// it ended, waiting (up to `deadline`) for another owner to end it or
+    /// let it go.
+    async fn begin(&mut self, deadline: Option<Instant>) -> Result<(), RunError> {
+        while matches!(self.state, State::Unclaimed) {
+            let key = self.part(Part::Run);
+            let claimed = self
+                .store
+                .claim(&key, run_fingerprint(self.fingerprint))
+                .await?;
+            let pending = match claimed {
+                Claimed::Owner(ticket) => {
+                    self.state = State::Owner(ticket);
+                    return Ok(());
+                }
+                Claimed::Completed(record) => {
+                    self.state = State::Ended(Ended::decode(&record)?);
+                    return Ok(());
+                }
+                Claimed::InFlight(_) if self.wait == Wait::No => return Err(RunError::InFlight),
+                Claimed::InFlight(pending) => pending,
             };
-            let waited = match self.wait {
-                Wait::For(timeout) => pending.wait_timeout(timeout),
-                Wait::Forever | Wait::No => pending.wait(),
-            };
-            if self.waited(waited)? {
-                return Ok(());
+            match self.store.wait(pending, deadline).await {
+                Ok(record) => self.state = State::Ended(Ended::decode(&record)?),
+                // The owner let the run go: claim it again.
+                Err(WaitError::Abandoned | WaitError::LeaseExpired) => {}
+                Err(e) => return Err(e.into()),
             }
         }
+        Ok(())
+    }
+
+    // The protocol's steps take `&mut self` though they change nothing: a
+    // `&Steps` held across an await would need `Steps: Sync`, which the
+    // caller's compensations (`Send` only) are not.
+
+    /// Renews the run's lease if this handle owns it.
+    async fn renew(&mut self) -> Result<(), RunError> {
+        match &self.state {
+            State::Owner(run) => Ok(self.store.renew(run).await?),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the run's given-up mark is recorded.
+    async fn given_up(&mut self) -> Result<bool, RunError> {
+        Ok(self.store.get(&self.part(Part::GiveUp)).await?.is_some())
     }
 
     /// Claims the next step, named `name`, once the run is claimed.
-    pub(crate) fn claim_step(&self, name: &str) -> Result<StepClaim<K, S>, RunError> {
+    async fn claim_step(
+        &mut self,
+        name: &str,
+    ) -> Result<StepClaim<B::Ticket, B::Pending>, RunError> {
         let index = self.next();
-        let run = match &self.state {
+        match &self.state {
             State::Unclaimed => unreachable!("a step is claimed after the run"),
             State::Ended(Ended::GaveUp) => return Err(RunError::GivenUp),
             State::Ended(Ended::Finished { steps, .. }) => {
@@ -277,40 +295,42 @@ where
                     }),
                 };
             }
-            State::Owner(run) => run,
-        };
+            State::Owner(_) => {}
+        }
         // Each step renews the run's lease: a run lasts as long as its
         // steps keep coming, each within a lease.
-        run.renew().map_err(|_| RunError::Superseded)?;
+        self.renew().await?;
         let key = self.part(Part::Step(index));
-        match self
+        let claimed = self
             .store
-            .claim_with(key, step_fingerprint(self.fingerprint, name))
-        {
-            Ok(Claim::Owner(ticket)) => {
+            .claim(&key, step_fingerprint(self.fingerprint, name))
+            .await;
+        match claimed {
+            Ok(Claimed::Owner(ticket)) => {
                 // A run given up (by this handle or one before it) runs no
-                // new step; the claim's drop releases the step.
-                if self.store.get(&self.part(Part::GiveUp)).is_some() {
+                // new step: release the step.
+                if self.given_up().await? {
+                    self.store.abandon(ticket).await;
                     return Err(RunError::GivenUp);
                 }
                 Ok(StepClaim::Run(ticket))
             }
-            Ok(Claim::Completed(record)) => {
+            Ok(Claimed::Completed(record)) => {
                 Ok(StepClaim::Recorded(split_step(&record)?.1.to_vec()))
             }
-            Ok(Claim::InFlight(pending)) => Ok(StepClaim::Wait(pending)),
-            Err(crate::ClaimError::Mismatch) => Err(self.mismatch(index, name)),
+            Ok(Claimed::InFlight(pending)) => Ok(StepClaim::Wait(pending)),
+            Err(crate::backend::ClaimError::Mismatch) => Err(self.mismatch(index, name).await),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Why step `index` refused `name`'s fingerprint: another step is
     /// recorded there, or the same step with another payload.
-    fn mismatch(&self, index: u32, name: &str) -> RunError {
-        let recorded = self
-            .store
-            .get(&self.part(Part::Step(index)))
-            .and_then(|record| split_step(&record).ok().map(|(name, _)| name));
+    async fn mismatch(&mut self, index: u32, name: &str) -> RunError {
+        let recorded = match self.store.get(&self.part(Part::Step(index))).await {
+            Ok(record) => record.and_then(|r| split_step(&r).ok().map(|(name, _)| name)),
+            Err(e) => return e.into(),
+        };
         if recorded.as_deref() == Some(name) {
             RunError::PayloadMismatch
         } else {
@@ -322,22 +342,8 @@ where
         }
     }
 
-    /// Records the result of the step this handle just ran.
-    pub(crate) fn complete_step(
-        &mut self,
-        name: &str,
-        ticket: Ticket<StepKey<K>, Vec<u8>, S>,
-        bytes: &[u8],
-    ) -> Result<(), RunError> {
-        match ticket.complete(step_record(name, bytes)) {
-            Ok(()) => Ok(()),
-            Err(CompleteError::Superseded(_)) => Err(RunError::Superseded),
-            Err(CompleteError::Journal { error, .. }) => Err(RunError::Journal(error)),
-        }
-    }
-
     /// Notes a step this handle went through.
-    pub(crate) fn push(&mut self, name: &str, bytes: Vec<u8>, undo: Option<Undo<'a>>) {
+    fn push(&mut self, name: &str, bytes: Vec<u8>, undo: Option<Undo<'a>>) {
         self.done.push(Done {
             name: name.to_string(),
             bytes,
@@ -345,10 +351,59 @@ where
         });
     }
 
+    /// One step: replays its record, or runs `operation` and records its
+    /// result, or waits for another owner of the run that is running it.
+    pub(crate) async fn run_step<T, E, F, Fut>(
+        &mut self,
+        name: &str,
+        operation: F,
+        undo: impl FnOnce(Vec<u8>) -> Option<Undo<'a>>,
+        deadline: Option<Instant>,
+    ) -> Result<T, StepError<E>>
+    where
+        T: Codec,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.begin(deadline).await?;
+        let bytes = loop {
+            match self.claim_step(name).await? {
+                StepClaim::Recorded(bytes) => break bytes,
+                StepClaim::Run(ticket) => {
+                    let value = match operation().await {
+                        Ok(value) => value,
+                        Err(e) => {
+                            // Nothing is stored: the step is released for
+                            // the retry (as dropping the ticket would).
+                            self.store.abandon(ticket).await;
+                            return Err(StepError::Failed(e));
+                        }
+                    };
+                    let mut bytes = Vec::new();
+                    value.encode(&mut bytes).map_err(RunError::from)?;
+                    self.store
+                        .complete(ticket, step_record(name, &bytes))
+                        .await
+                        .map_err(RunError::from)?;
+                    self.push(name, bytes.clone(), undo(bytes));
+                    return Ok(value);
+                }
+                StepClaim::Wait(pending) => match self.store.wait(pending, None).await {
+                    Ok(record) => break split_step(&record).map_err(RunError::from)?.1.to_vec(),
+                    Err(WaitError::Abandoned | WaitError::LeaseExpired) => continue,
+                    Err(e) => return Err(RunError::from(e).into()),
+                },
+            }
+        };
+        let value = T::decode(&bytes).map_err(RunError::from)?;
+        self.push(name, bytes.clone(), undo(bytes));
+        Ok(value)
+    }
+
     /// A step recorded after the last one this handle asked for, if any.
-    fn unvisited(&self) -> Result<(), RunError> {
+    async fn unvisited(&mut self) -> Result<(), RunError> {
         let index = self.next();
-        match self.store.get(&self.part(Part::Step(index))) {
+        match self.store.get(&self.part(Part::Step(index))).await? {
             None => Ok(()),
             Some(record) => Err(RunError::Unvisited {
                 index,
@@ -357,19 +412,24 @@ where
         }
     }
 
-    /// `finish`'s decision once the run is claimed: the replayed result,
-    /// or the record to store.
-    pub(crate) fn finish_claimed<R: Codec>(&mut self, result: R) -> Result<Outcome<R>, RunError> {
+    /// `finish`: the replayed result, or the run's end recorded.
+    pub(crate) async fn finish_run<R: Codec>(
+        &mut self,
+        result: R,
+        deadline: Option<Instant>,
+    ) -> Result<Outcome<R>, RunError> {
+        self.begin(deadline).await?;
         match &self.state {
             State::Unclaimed => unreachable!("finish claims the run first"),
             State::Ended(Ended::Finished { result, .. }) => {
                 return Ok(Outcome::Replayed(R::decode(result)?))
             }
             State::Ended(Ended::GaveUp) => return Err(RunError::GivenUp),
-            State::Owner(run) => run.renew().map_err(|_| RunError::Superseded)?,
+            State::Owner(_) => {}
         }
-        self.unvisited()?;
-        if self.store.get(&self.part(Part::GiveUp)).is_some() {
+        self.renew().await?;
+        self.unvisited().await?;
+        if self.given_up().await? {
             return Err(RunError::GivenUp);
         }
         let mut bytes = Vec::new();
@@ -382,67 +442,151 @@ where
                 .map(|d| (d.name.clone(), d.bytes.clone()))
                 .collect(),
         };
-        self.end(ended)?;
+        self.end(ended).await?;
         Ok(Outcome::Executed(result))
     }
 
     /// Completes the run's key with how it ended.
-    fn end(&mut self, ended: Ended) -> Result<(), RunError> {
+    async fn end(&mut self, ended: Ended) -> Result<(), RunError> {
         let State::Owner(ticket) = std::mem::replace(&mut self.state, State::Unclaimed) else {
             unreachable!("only the run's owner ends it");
         };
-        match ticket.complete(ended.encode()) {
-            Ok(()) => {
-                self.state = State::Ended(ended);
-                Ok(())
-            }
-            // The claim is gone either way: a later call claims the run
-            // again (and resumes).
-            Err(CompleteError::Superseded(_)) => Err(RunError::Superseded),
-            Err(CompleteError::Journal { error, .. }) => Err(RunError::Journal(error)),
-        }
+        // On an error the claim is gone either way: a later call claims
+        // the run again (and resumes).
+        self.store.complete(ticket, ended.encode()).await?;
+        self.state = State::Ended(ended);
+        Ok(())
     }
 
-    /// `give_up`'s checks once the run is claimed: false if it was given
-    /// up before (nothing to do).
-    pub(crate) fn give_up_claimed(&self) -> Result<bool, RunError> {
+    /// `give_up`: the mark, then each compensation once, in reverse step
+    /// order, then the run's end. `sync` refuses async compensations.
+    pub(crate) async fn give_up_run(
+        &mut self,
+        sync: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), RunError> {
+        self.begin(deadline).await?;
         match &self.state {
             State::Unclaimed => unreachable!("give_up claims the run first"),
-            State::Ended(Ended::Finished { .. }) => Err(RunError::Finished),
-            State::Ended(Ended::GaveUp) => Ok(false),
-            State::Owner(run) => {
-                run.renew().map_err(|_| RunError::Superseded)?;
-                self.unvisited()?;
-                Ok(true)
-            }
+            State::Ended(Ended::Finished { .. }) => return Err(RunError::Finished),
+            State::Ended(Ended::GaveUp) => return Ok(()),
+            State::Owner(_) => {}
         }
-    }
-
-    pub(crate) fn give_up_key(&self) -> StepKey<K> {
-        self.part(Part::GiveUp)
-    }
-
-    pub(crate) fn undo_key(&self, index: u32) -> StepKey<K> {
-        self.part(Part::Undo(index))
-    }
-
-    pub(crate) fn renew(&self) -> Result<(), RunError> {
-        match &self.state {
-            State::Owner(run) => run.renew().map_err(|_| RunError::Superseded),
-            _ => Ok(()),
+        self.renew().await?;
+        self.unvisited().await?;
+        let mark = self.part(Part::GiveUp);
+        once(&self.store, &mark, || async { Ok::<_, Infallible>(()) })
+            .await
+            .map_err(|e| match e {
+                StepError::Run(e) => e,
+                StepError::Failed(never) => match never {},
+            })?;
+        for index in (0..self.done.len()).rev() {
+            self.renew().await?;
+            let key = self.part(Part::Undo(index as u32));
+            let Steps { store, done, .. } = self;
+            let done = &mut done[index];
+            let ran = match &mut done.undo {
+                None => continue,
+                Some(Undo::Async(_)) if sync => {
+                    return Err(RunError::AsyncUndo {
+                        index: index as u32,
+                        name: done.name.clone(),
+                    })
+                }
+                Some(Undo::Sync(undo)) => once(store, &key, || async { undo() }).await,
+                Some(Undo::Async(undo)) => once(store, &key, undo).await,
+            };
+            ran.map_err(|e| match e {
+                StepError::Run(e) => e,
+                StepError::Failed(error) => RunError::Undo {
+                    index: index as u32,
+                    name: done.name.clone(),
+                    error,
+                },
+            })?;
         }
-    }
-
-    /// Ends a run whose compensations all ran.
-    pub(crate) fn gave_up(&mut self) -> Result<(), RunError> {
-        self.end(Ended::GaveUp)?;
+        self.end(Ended::GaveUp).await?;
         // Nothing is left to compensate; let the caller's closures go.
         self.done.iter_mut().for_each(|d| d.undo = None);
         Ok(())
     }
+}
 
-    // ------------------------------------------------------------ sync forms
+/// Runs `operation` at most once per `key` (a run's mark, or one
+/// compensation), recording only that it ran: `execute` over a backend.
+async fn once<K, B, E, F, Fut>(
+    store: &B,
+    key: &StepKey<K>,
+    operation: F,
+) -> Result<(), StepError<E>>
+where
+    B: Backend<StepKey<K>, Vec<u8>>,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let mut operation = Some(operation);
+    loop {
+        let pending = match store
+            .claim(key, mark_fingerprint())
+            .await
+            .map_err(RunError::from)?
+        {
+            Claimed::Owner(ticket) => {
+                let Some(operation) = operation.take() else {
+                    unreachable!("the owner of a key runs its operation once");
+                };
+                if let Err(e) = operation().await {
+                    store.abandon(ticket).await;
+                    return Err(StepError::Failed(e));
+                }
+                return match store.complete(ticket, Vec::new()).await {
+                    // It ran; a claim taken over meanwhile changes nothing.
+                    Ok(()) | Err(crate::backend::CompleteError::Superseded) => Ok(()),
+                    Err(e) => Err(RunError::from(e).into()),
+                };
+            }
+            Claimed::Completed(_) => return Ok(()),
+            Claimed::InFlight(pending) => pending,
+        };
+        match store.wait(pending, None).await {
+            Ok(_) => return Ok(()),
+            Err(WaitError::Abandoned | WaitError::LeaseExpired) => {}
+            Err(e) => return Err(RunError::from(e).into()),
+        }
+    }
+}
 
+// ---------------------------------------------------------------- sync forms
+
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Drives a sync form's future on the calling thread. Over the in-process
+/// store every call is ready at once but a wait, whose waker unparks this
+/// thread.
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+impl<'a, K, S> Steps<'a, K, Store<StepKey<K>, Vec<u8>, S>>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
     /// Runs the step `name`, at most once per run while its result is
     /// retained: if an earlier run of this key finished it, its stored
     /// result comes back and `operation` does not run. The result is
@@ -456,7 +600,9 @@ where
         T: Codec,
         F: FnOnce() -> Result<T, E>,
     {
-        self.run_sync(name, operation, |_| None)
+        let deadline = self.sync_deadline();
+        let operation = || std::future::ready(operation());
+        block_on(self.run_step(name, operation, |_| None, deadline))
     }
 
     /// As [`run`](Self::run), with a compensation: if the run is given up
@@ -477,43 +623,10 @@ where
         U: FnMut(T) -> Result<(), UE> + Send + 'a,
         UE: Into<UndoError>,
     {
-        self.run_sync(name, operation, |bytes| {
-            Some(Undo::sync::<T, _, _>(bytes, undo))
-        })
-    }
-
-    fn run_sync<T, E, F>(
-        &mut self,
-        name: &str,
-        operation: F,
-        undo: impl FnOnce(Vec<u8>) -> Option<Undo<'a>>,
-    ) -> Result<T, StepError<E>>
-    where
-        T: Codec,
-        F: FnOnce() -> Result<T, E>,
-    {
-        self.begin()?;
-        let bytes = loop {
-            match self.claim_step(name)? {
-                StepClaim::Recorded(bytes) => break bytes,
-                StepClaim::Run(ticket) => {
-                    let value = operation().map_err(StepError::Failed)?;
-                    let mut bytes = Vec::new();
-                    value.encode(&mut bytes).map_err(RunError::from)?;
-                    self.complete_step(name, ticket, &bytes)?;
-                    self.push(name, bytes.clone(), undo(bytes));
-                    return Ok(value);
-                }
-                StepClaim::Wait(pending) => match pending.wait() {
-                    Ok(record) => break split_step(&record).map_err(RunError::from)?.1.to_vec(),
-                    Err(WaitError::Abandoned | WaitError::LeaseExpired) => continue,
-                    Err(e) => return Err(RunError::from(e).into()),
-                },
-            }
-        };
-        let value = T::decode(&bytes).map_err(RunError::from)?;
-        self.push(name, bytes.clone(), undo(bytes));
-        Ok(value)
+        let deadline = self.sync_deadline();
+        let operation = || std::future::ready(operation());
+        let undo = |bytes| Some(Undo::sync::<T, _, _>(bytes, undo));
+        block_on(self.run_step(name, operation, undo, deadline))
     }
 
     /// Stores `result` as the run's result and ends the run: every later
@@ -525,8 +638,8 @@ where
     /// after the last one this handle asked for, and with
     /// [`RunError::GivenUp`] if the run was given up.
     pub fn finish<R: Codec>(&mut self, result: R) -> Result<Outcome<R>, RunError> {
-        self.begin()?;
-        self.finish_claimed(result)
+        let deadline = self.sync_deadline();
+        block_on(self.finish_run(result, deadline))
     }
 
     /// Gives the run up: marks it given up (from then on no step runs),
@@ -542,39 +655,7 @@ where
     /// [`RunError::Unvisited`] if the run recorded a step this handle did
     /// not ask for (its compensation would be unknown).
     pub fn give_up(&mut self) -> Result<(), RunError> {
-        self.begin()?;
-        if !self.give_up_claimed()? {
-            return Ok(());
-        }
-        let mark = self.give_up_key();
-        self.store
-            .execute(mark, || Ok::<_, Infallible>(Vec::new()))
-            .map_err(|e| from_execute(e, |never| match never {}))?;
-        for index in (0..self.done.len()).rev() {
-            self.renew()?;
-            let key = self.undo_key(index as u32);
-            let Steps { store, done, .. } = self;
-            let done = &mut done[index];
-            let undo = match &mut done.undo {
-                None => continue,
-                Some(Undo::Async(_)) => {
-                    return Err(RunError::AsyncUndo {
-                        index: index as u32,
-                        name: done.name.clone(),
-                    })
-                }
-                Some(Undo::Sync(undo)) => undo,
-            };
-            store
-                .execute(key, || undo().map(|()| Vec::new()))
-                .map_err(|e| {
-                    from_execute(e, |error| RunError::Undo {
-                        index: index as u32,
-                        name: done.name.clone(),
-                        error,
-                    })
-                })?;
-        }
-        self.gave_up()
+        let deadline = self.sync_deadline();
+        block_on(self.give_up_run(true, deadline))
     }
 }
