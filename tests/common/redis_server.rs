@@ -133,6 +133,16 @@ impl RedisServer {
     /// How many times `command` (lowercase, e.g. `evalsha`) ran, from
     /// `INFO commandstats`.
     pub fn calls(&self, command: &str) -> u64 {
+        self.command_stat(command, "calls").map_or(0, |n| n as u64)
+    }
+
+    /// The server's own time per call of `command` (its `usec_per_call`
+    /// in `INFO commandstats`) since the last `CONFIG RESETSTAT`.
+    pub fn usec_per_call(&self, command: &str) -> f64 {
+        self.command_stat(command, "usec_per_call").unwrap_or(0.0)
+    }
+
+    fn command_stat(&self, command: &str, field: &str) -> Option<f64> {
         let mut client = redis::Client::open(self.url())
             .and_then(|c| c.get_connection())
             .expect("connect");
@@ -140,12 +150,11 @@ impl RedisServer {
             .arg("commandstats")
             .query(&mut client)
             .expect("info");
-        let prefix = format!("cmdstat_{command}:calls=");
-        info.lines()
-            .find_map(|line| line.strip_prefix(&prefix))
-            .and_then(|rest| rest.split(',').next())
+        let prefix = format!("cmdstat_{command}:");
+        let line = info.lines().find_map(|line| line.strip_prefix(&prefix))?;
+        line.split(',')
+            .find_map(|kv| kv.strip_prefix(field)?.strip_prefix('='))
             .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
     }
 
     /// Kills the server (SIGKILL) and waits for it to be gone.
