@@ -272,21 +272,7 @@ impl<K, V, S> Builder<K, V, S> {
 
     /// The settings as chosen, with each default filled in from them.
     fn validate(&self) -> Result<Settings, ConfigError> {
-        if self.ttl.is_some_and(|ttl| ttl.is_zero()) {
-            return Err(ConfigError::ZeroTtl);
-        }
-        if self.lease.is_some_and(|lease| lease.is_zero()) {
-            return Err(ConfigError::ZeroLease);
-        }
-        // A default gives way to the setting it would conflict with; only
-        // two settings the user chose can conflict.
-        let (ttl, lease) = match (self.ttl, self.lease) {
-            (Some(ttl), Some(lease)) if lease > ttl => return Err(ConfigError::LeaseLongerThanTtl),
-            (Some(ttl), Some(lease)) => (ttl, lease),
-            (Some(ttl), None) => (ttl, DEFAULT_LEASE.min(ttl)),
-            (None, Some(lease)) => (DEFAULT_TTL.max(lease), lease),
-            (None, None) => (DEFAULT_TTL, DEFAULT_LEASE),
-        };
+        let (ttl, lease) = ttl_and_lease(self.ttl, self.lease)?;
         if self.max_entries == Some(0) {
             return Err(ConfigError::ZeroMaxEntries);
         }
@@ -354,6 +340,29 @@ where
         }
         Ok(store)
     }
+}
+
+/// The TTL and the lease as chosen, each default filled in from the
+/// other; shared by every store's builder. A default gives way to the
+/// setting it would conflict with; only two settings the user chose can
+/// conflict.
+pub(crate) fn ttl_and_lease(
+    ttl: Option<Duration>,
+    lease: Option<Duration>,
+) -> Result<(Duration, Duration), ConfigError> {
+    if ttl.is_some_and(|ttl| ttl.is_zero()) {
+        return Err(ConfigError::ZeroTtl);
+    }
+    if lease.is_some_and(|lease| lease.is_zero()) {
+        return Err(ConfigError::ZeroLease);
+    }
+    Ok(match (ttl, lease) {
+        (Some(ttl), Some(lease)) if lease > ttl => return Err(ConfigError::LeaseLongerThanTtl),
+        (Some(ttl), Some(lease)) => (ttl, lease),
+        (Some(ttl), None) => (ttl, DEFAULT_LEASE.min(ttl)),
+        (None, Some(lease)) => (DEFAULT_TTL.max(lease), lease),
+        (None, None) => (DEFAULT_TTL, DEFAULT_LEASE),
+    })
 }
 
 /// What [`Builder::validate`] settled on, defaults filled in.

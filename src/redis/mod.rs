@@ -66,7 +66,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Script, Value};
+use ::redis::{Cmd, ErrorKind, Script, ServerErrorKind, Value};
 use tokio::time::Instant;
 
 use self::claim::On;
@@ -74,13 +74,10 @@ pub use self::claim::{Claim, Pending, Ticket};
 pub use self::error::{ClaimError, CompleteError, Error, ExecuteError, WaitError};
 use self::notices::Notices;
 use crate::codec::Codec;
-use crate::error::ConfigError;
 use crate::fingerprint::Fingerprint;
 use crate::stats::Stats;
 use crate::store::Outcome;
 
-const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
-const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_GRACE: Duration = Duration::from_secs(600);
 const DEFAULT_POLL: Duration = Duration::from_millis(250);
@@ -186,15 +183,31 @@ fn hex(fingerprint: Option<Fingerprint>) -> String {
 }
 
 impl Core {
-    /// Runs `script` on `record` within the store's timeout.
-    async fn eval(&self, script: &Script, record: &[u8], args: &[&[u8]]) -> Result<Reply, Error> {
-        let mut invocation = script.prepare_invoke();
-        invocation.key(record);
-        for arg in args {
-            invocation.arg(*arg);
-        }
+    /// Runs `script` on `record` with the arguments `args` writes, within
+    /// the store's timeout: `EVALSHA`, and on `NOSCRIPT` (a restarted or
+    /// flushed server) the script loaded and sent again. The command is
+    /// built in place, numbers written as they are, so a call allocates
+    /// little beyond its one buffer.
+    async fn eval(
+        &self,
+        script: &Script,
+        record: &[u8],
+        args: impl FnOnce(&mut Cmd),
+    ) -> Result<Reply, Error> {
+        let mut cmd = Cmd::with_capacity(10, 96 + record.len());
+        cmd.arg("EVALSHA").arg(script.get_hash()).arg(1).arg(record);
+        args(&mut cmd);
         let mut conn = self.conn.clone();
-        let value: Value = tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn))
+        let call = async {
+            match cmd.query_async::<Value>(&mut conn).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    script.load_async(&mut conn).await?;
+                    cmd.query_async(&mut conn).await
+                }
+                answer => answer,
+            }
+        };
+        let value = tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| Error::Timeout(self.timeout))?
             .map_err(|e| {
@@ -223,35 +236,25 @@ impl Core {
         value: &[u8],
         ttl_ms: u64,
     ) -> Result<bool, Error> {
-        let (token, ttl, grace) = (
-            token.to_string(),
-            ttl_ms.to_string(),
-            self.grace_ms.to_string(),
-        );
-        let args: [&[u8]; 6] = [
-            token.as_bytes(),
-            claim_id.as_bytes(),
-            value,
-            ttl.as_bytes(),
-            grace.as_bytes(),
-            &self.channel,
-        ];
-        done(self.eval(&self.scripts.complete, record, &args).await?)
+        let args = |cmd: &mut Cmd| {
+            cmd.arg(token)
+                .arg(claim_id)
+                .arg(value)
+                .arg(ttl_ms)
+                .arg(self.grace_ms)
+                .arg(&self.channel[..]);
+        };
+        done(self.eval(&self.scripts.complete, record, args).await?)
     }
 
     async fn renew(&self, record: &[u8], token: u64, claim_id: &str) -> Result<bool, Error> {
-        let (token, lease, grace) = (
-            token.to_string(),
-            self.lease_ms.to_string(),
-            self.grace_ms.to_string(),
-        );
-        let args: [&[u8]; 4] = [
-            token.as_bytes(),
-            claim_id.as_bytes(),
-            lease.as_bytes(),
-            grace.as_bytes(),
-        ];
-        done(self.eval(&self.scripts.renew, record, &args).await?)
+        let args = |cmd: &mut Cmd| {
+            cmd.arg(token)
+                .arg(claim_id)
+                .arg(self.lease_ms)
+                .arg(self.grace_ms);
+        };
+        done(self.eval(&self.scripts.renew, record, args).await?)
     }
 
     /// Releases the claim `claim_id` (with `token`, or whatever its token
@@ -262,15 +265,14 @@ impl Core {
         token: Option<u64>,
         claim_id: &str,
     ) -> Result<bool, Error> {
-        let token = token.map(|t| t.to_string()).unwrap_or_default();
-        let grace = self.grace_ms.to_string();
-        let args: [&[u8]; 4] = [
-            token.as_bytes(),
-            claim_id.as_bytes(),
-            grace.as_bytes(),
-            &self.channel,
-        ];
-        let released = done(self.eval(&self.scripts.abandon, record, &args).await?)?;
+        let args = |cmd: &mut Cmd| {
+            match token {
+                Some(token) => cmd.arg(token),
+                None => cmd.arg(""),
+            };
+            cmd.arg(claim_id).arg(self.grace_ms).arg(&self.channel[..]);
+        };
+        let released = done(self.eval(&self.scripts.abandon, record, args).await?)?;
         if released {
             bump(&self.counts.abandons);
         }
@@ -294,9 +296,10 @@ impl Core {
     }
 
     async fn read(&self, record: &[u8], fingerprint: Option<Fingerprint>) -> Result<Reply, Error> {
-        let want = hex(fingerprint);
-        self.eval(&self.scripts.read, record, &[want.as_bytes()])
-            .await
+        self.eval(&self.scripts.read, record, |cmd| {
+            cmd.arg(hex(fingerprint));
+        })
+        .await
     }
 
     /// Waits on the server's record: for the flight of `token` (or the
@@ -517,22 +520,8 @@ where
     /// server that is down now is reached once it is up.
     pub fn build(self) -> Result<RedisStore<K, V>, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let config = |e| Err(Error::Config(e));
-        let (ttl, lease) = match (self.ttl, self.lease) {
-            (Some(ttl), Some(lease)) if lease > ttl => {
-                return config(ConfigError::LeaseLongerThanTtl)
-            }
-            (ttl, lease) => {
-                let ttl = ttl.unwrap_or_else(|| DEFAULT_TTL.max(lease.unwrap_or_default()));
-                (ttl, lease.unwrap_or_else(|| DEFAULT_LEASE.min(ttl)))
-            }
-        };
-        if ttl.is_zero() {
-            return config(ConfigError::ZeroTtl);
-        }
-        if lease.is_zero() {
-            return config(ConfigError::ZeroLease);
-        }
+        let (ttl, lease) =
+            crate::builder::ttl_and_lease(self.ttl, self.lease).map_err(Error::Config)?;
         let conn = match self.connection {
             Some(conn) => conn,
             None => {
@@ -687,27 +676,21 @@ where
         lead: LocalTicket<V>,
     ) -> Result<Claim<K, V>, ClaimError> {
         let core = &self.core;
-        let claim_id = core.claim_id();
-        let (want, lease, grace) = (
-            hex(fingerprint),
-            core.lease_ms.to_string(),
-            core.grace_ms.to_string(),
-        );
-        let args: [&[u8]; 4] = [
-            claim_id.as_bytes(),
-            want.as_bytes(),
-            lease.as_bytes(),
-            grace.as_bytes(),
-        ];
         // Armed until the answer is in hand: a claim whose answer was lost
         // (a timeout, a cancelled future) may have been made, so it is
         // released by its claim id.
         let mut unanswered = Unanswered {
-            core: core.clone(),
-            record: Some(record.clone()),
-            claim_id: Some(claim_id.clone()),
+            core,
+            sent: Some((record, core.claim_id())),
         };
-        let reply = core.eval(&core.scripts.claim, &record, &args).await;
+        let (record, claim_id) = unanswered.sent.as_ref().expect("just set");
+        let args = |cmd: &mut Cmd| {
+            cmd.arg(claim_id)
+                .arg(hex(fingerprint))
+                .arg(core.lease_ms)
+                .arg(core.grace_ms);
+        };
+        let reply = core.eval(&core.scripts.claim, record, args).await;
         let fail = |lead: LocalTicket<V>, outcome: Local<V>| hand_over(&self.local, lead, outcome);
         let reply = match reply {
             Ok(reply) => reply,
@@ -716,7 +699,7 @@ where
                 return Err(ClaimError::Backend(e));
             }
         };
-        unanswered.record = None;
+        let (record, claim_id) = unanswered.sent.take().expect("not taken before");
         match reply {
             Reply::Owner { token, took_over } => {
                 bump(&core.counts.claims);
@@ -889,10 +872,11 @@ where
     /// its waiters wake with [`WaitError::Abandoned`].
     pub async fn remove(&self, key: &K) -> Result<bool, Error> {
         let core = &self.core;
-        let grace = core.grace_ms.to_string();
-        let args: [&[u8]; 2] = [grace.as_bytes(), &core.channel];
+        let args = |cmd: &mut Cmd| {
+            cmd.arg(core.grace_ms).arg(&core.channel[..]);
+        };
         done(
-            core.eval(&core.scripts.remove, &self.record(key)?, &args)
+            core.eval(&core.scripts.remove, &self.record(key)?, args)
                 .await?,
         )
     }
@@ -918,17 +902,17 @@ where
     }
 }
 
-/// A claim sent whose answer is not in hand yet; released by its claim id
-/// if it never is.
-struct Unanswered {
-    core: Arc<Core>,
-    record: Option<Vec<u8>>,
-    claim_id: Option<String>,
+/// A claim sent whose answer is not in hand yet (its record and claim id
+/// in `sent`, taken back with the answer); released by its claim id if it
+/// never is.
+struct Unanswered<'a> {
+    core: &'a Arc<Core>,
+    sent: Option<(Vec<u8>, String)>,
 }
 
-impl Drop for Unanswered {
+impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
-        if let (Some(record), Some(claim_id)) = (self.record.take(), self.claim_id.take()) {
+        if let Some((record, claim_id)) = self.sent.take() {
             self.core.release_later(record, None, claim_id);
         }
     }
