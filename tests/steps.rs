@@ -10,16 +10,17 @@
 #![cfg(feature = "steps")]
 
 mod common;
+#[path = "common/kid.rs"]
+mod kid;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{block_on, manual_builder, wait_until, LEASE};
 use idemstore::steps::{RunError, StepError, StepStore, Steps};
 use idemstore::{Builder, ConfigError, Fingerprint, Fsync, JournalError, ManualClock, Outcome};
+use kid::{count, Kid};
 
 // ---------------------------------------------------------------- helpers
 
@@ -714,6 +715,15 @@ const CHILD: &str = "IDEMSTORE_STEPS_CHILD";
 /// What the child says, on its own lines, after this.
 const SAYS: &str = "steps-child: ";
 
+/// This binary's `steps_child` test as `role` on the journal at `path`.
+fn kid(role: &str, path: &Path) -> Kid {
+    Kid::start(
+        "steps_child",
+        (CHILD, format!("{role}:{}", path.display())),
+        SAYS,
+    )
+}
+
 fn say(what: &str) {
     println!("{SAYS}{what}");
 }
@@ -794,87 +804,6 @@ fn steps_child() {
     }
 }
 
-/// A child process on `role`, its stdout read line by line.
-struct Kid {
-    child: Child,
-    out: BufReader<ChildStdout>,
-    said: Vec<String>,
-}
-
-impl Kid {
-    fn start(role: &str, path: &Path) -> Self {
-        let exe = std::env::current_exe().expect("the test binary");
-        let mut child = Command::new(exe)
-            .args([
-                "steps_child",
-                "--exact",
-                "--nocapture",
-                "--quiet",
-                "--test-threads=1",
-            ])
-            .env(CHILD, format!("{role}:{}", path.display()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the child");
-        let out = BufReader::new(child.stdout.take().expect("piped"));
-        Kid {
-            child,
-            out,
-            said: Vec::new(),
-        }
-    }
-
-    /// Reads what the child says until it says `last` (or ends: then
-    /// fails the test unless `last` is `None`).
-    fn until(&mut self, last: Option<&str>) {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let read = self.out.read_line(&mut line).expect("read the child");
-            if read == 0 {
-                assert!(
-                    last.is_none(),
-                    "the child ended before saying {last:?}: {:?}",
-                    self.said
-                );
-                return;
-            }
-            if let Some((_, what)) = line.trim_end().split_once(SAYS) {
-                self.said.push(what.to_string());
-                if Some(what) == last {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// SIGKILL once the child says it is blocked; what it said.
-    fn kill_when_blocked(mut self) -> Vec<String> {
-        self.until(Some("blocked"));
-        self.child.kill().expect("SIGKILL the child");
-        self.child.wait().expect("reap the child");
-        self.said
-    }
-
-    /// What the child said, once it exited by itself (successfully).
-    fn finish(mut self) -> Vec<String> {
-        self.until(None);
-        let status = self.child.wait().expect("reap the child");
-        assert!(
-            status.success(),
-            "the child failed: {status}; said {:?}",
-            self.said
-        );
-        self.said
-    }
-}
-
-/// Every line of `said` that is `what`.
-fn count(said: &[String], what: &str) -> usize {
-    said.iter().filter(|line| *line == what).count()
-}
-
 /// No step (or compensation) starts after a line said it was done.
 fn nothing_done_runs_again(said: &[String]) {
     for (at, line) in said.iter().enumerate() {
@@ -895,7 +824,7 @@ fn nothing_done_runs_again(said: &[String]) {
 fn a_run_killed_between_and_during_steps_resumes_without_rerunning_a_finished_step() {
     let dir = TempDir::new("kill-steps");
     let path = dir.0.join("j");
-    let mut said = Kid::start("order-1/after-charge", &path).kill_when_blocked();
+    let mut said = kid("order-1/after-charge", &path).kill_when_blocked();
     assert_eq!(
         said,
         [
@@ -906,13 +835,13 @@ fn a_run_killed_between_and_during_steps_resumes_without_rerunning_a_finished_st
             "blocked"
         ]
     );
-    let second = Kid::start("order-1/in-ship", &path).kill_when_blocked();
+    let second = kid("order-1/in-ship", &path).kill_when_blocked();
     assert_eq!(
         second,
         ["done reserve", "done charge", "start ship", "blocked"]
     );
     said.extend(second);
-    let third = Kid::start("order-1/none", &path).finish();
+    let third = kid("order-1/none", &path).finish();
     said.extend(third);
     nothing_done_runs_again(&said);
     assert_eq!(count(&said, "start reserve"), 1);
@@ -938,8 +867,8 @@ fn a_run_killed_during_compensation_resumes_it() {
     let path = dir.0.join("j");
     // The ship fails; the charge's compensation finishes; the kill lands
     // inside the reserve's.
-    let mut said = Kid::start("order-2/fail-ship+in-undo-reserve", &path).kill_when_blocked();
-    said.extend(Kid::start("order-2/none", &path).finish());
+    let mut said = kid("order-2/fail-ship+in-undo-reserve", &path).kill_when_blocked();
+    said.extend(kid("order-2/none", &path).finish());
     nothing_done_runs_again(&said);
     assert_eq!(
         count(&said, "start ship"),

@@ -7,12 +7,13 @@
 //! resumes in another process, with no finished step run twice.
 #![cfg(all(feature = "steps", feature = "redis"))]
 
+#[path = "common/kid.rs"]
+mod kid;
 #[path = "common/redis_server.rs"]
 mod redis_server;
 
 use std::future::Future;
-use std::io::{BufRead, BufReader, Error};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::io::Error;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use idemstore::backend::Backend;
 use idemstore::steps::{RedisStepStore, RunError, StepError, StepKey, StepStore, Steps};
 use idemstore::{Fingerprint, ManualClock, Outcome};
+use kid::{count, Kid};
 use redis_server::RedisServer;
 
 /// A store under test.
@@ -479,6 +481,15 @@ suite!(
 const CHILD: &str = "IDEMSTORE_STEPS_REDIS_CHILD";
 const SAYS: &str = "steps-redis-child: ";
 
+/// This binary's `steps_redis_child` test as `role` on `server`.
+fn kid(role: &str, server: &RedisServer) -> Kid {
+    Kid::start(
+        "steps_redis_child",
+        (CHILD, format!("{role} {}", server.url())),
+        SAYS,
+    )
+}
+
 fn say(what: &str) {
     println!("{SAYS}{what}");
 }
@@ -552,83 +563,8 @@ fn steps_redis_child() {
     }
 }
 
-/// A child process on `role`, its stdout read line by line.
-struct Kid {
-    child: Child,
-    out: BufReader<ChildStdout>,
-    said: Vec<String>,
-}
-
-impl Kid {
-    fn start(role: &str, server: &RedisServer) -> Self {
-        let exe = std::env::current_exe().expect("the test binary");
-        let mut child = Command::new(exe)
-            .args([
-                "steps_redis_child",
-                "--exact",
-                "--nocapture",
-                "--quiet",
-                "--test-threads=1",
-            ])
-            .env(CHILD, format!("{role} {}", server.url()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the child");
-        let out = BufReader::new(child.stdout.take().expect("piped"));
-        Kid {
-            child,
-            out,
-            said: Vec::new(),
-        }
-    }
-
-    /// Reads what the child says until it says `last` (or ends: then fails
-    /// the test unless `last` is `None`).
-    fn until(&mut self, last: Option<&str>) {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if self.out.read_line(&mut line).expect("read the child") == 0 {
-                assert!(last.is_none(), "the child ended early: {:?}", self.said);
-                return;
-            }
-            if let Some((_, what)) = line.trim_end().split_once(SAYS) {
-                self.said.push(what.to_string());
-                if Some(what) == last {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// SIGKILL once the child says it is blocked; what it said.
-    fn kill_when_blocked(mut self) -> Vec<String> {
-        self.until(Some("blocked"));
-        self.child.kill().expect("SIGKILL the child");
-        self.child.wait().expect("reap the child");
-        self.said
-    }
-
-    /// What the child said, once it exited by itself (successfully).
-    fn finish(mut self) -> Vec<String> {
-        self.until(None);
-        let status = self.child.wait().expect("reap the child");
-        assert!(
-            status.success(),
-            "the child failed: {status}; {:?}",
-            self.said
-        );
-        self.said
-    }
-}
-
 async fn ran_again() -> Result<String, Error> {
     panic!("a finished step ran again")
-}
-
-fn count(said: &[String], what: &str) -> usize {
-    said.iter().filter(|line| *line == what).count()
 }
 
 /// Killed between steps, then during a step, each time with its claims
@@ -640,7 +576,7 @@ fn a_run_on_redis_killed_between_and_during_steps_resumes_in_another_process() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let mut said = Kid::start("after-charge", &server).kill_when_blocked();
+    let mut said = kid("after-charge", &server).kill_when_blocked();
     assert_eq!(
         said,
         [
@@ -651,13 +587,13 @@ fn a_run_on_redis_killed_between_and_during_steps_resumes_in_another_process() {
             "blocked"
         ]
     );
-    let second = Kid::start("in-ship", &server).kill_when_blocked();
+    let second = kid("in-ship", &server).kill_when_blocked();
     assert_eq!(
         second,
         ["done reserve", "done charge", "start ship", "blocked"]
     );
     said.extend(second);
-    let third = Kid::start("none", &server).finish();
+    let third = kid("none", &server).finish();
     assert_eq!(
         third,
         [
