@@ -27,13 +27,22 @@
 //! the restart claims the key and runs the operation again (at-least-once
 //! for operations interrupted by a crash, as with any store that records
 //! results, not intentions). Fencing tokens never go backwards across a
-//! restart: blocks of tokens are reserved in the journal before any of them
-//! is handed out.
+//! restart: blocks of tokens are reserved in the journal, and fsynced in
+//! every mode, before any of them is handed out.
+//!
+//! Two edges, both of operations that did run: a completion refused as
+//! superseded (its lease passed and the key was taken over while its record
+//! was written) is revoked by a second record, and a crash between the two
+//! brings it back; a removal whose record cannot be written is logged (with
+//! feature `tracing`) and comes back after a restart.
 //!
 //! # Records
 //!
 //! The file is a header (magic, format version, the key and value codecs'
-//! tags) followed by records `[len][crc32c][kind][fields]` (see `format.rs`):
+//! tags) followed by records `[len][crc32c of len][crc32c][kind][fields]`
+//! (see `format.rs`; the length's own checksum lets a reader trust a length
+//! before it has the body, so damage is told from a torn tail in linear
+//! time):
 //! completions (key, value, fingerprint, wall-time expiry, token), removals
 //! (key, and the newest token they cover) and token reservations. Replay
 //! keeps, per key, the completion of the highest token not covered by a
@@ -41,12 +50,14 @@
 //!
 //! * `complete` writes its record *before* the entry becomes completed in
 //!   memory, and a completion the store then refuses (its claim was taken
-//!   over meanwhile) is revoked by a removal covering exactly its token.
+//!   over meanwhile) is revoked by a removal covering tokens up to its own,
+//!   which leaves the new owner's (larger) token alone.
 //! * `remove` reads the token counter under the shard lock that removes the
 //!   entry: every token of the removed entry is at most that, and every
 //!   later claim of the key gets a larger one.
-//! * A compaction's snapshot labels each entry with the counter read before
-//!   the snapshot began, and the records written while it ran follow it.
+//! * A compaction's snapshot labels each entry with the counter read after
+//!   it began capturing the batches written meanwhile, which follow the
+//!   snapshot in the new file (see `compact.rs`).
 //!
 //! A torn tail (a batch cut short by a crash) is cut at the last whole
 //! record and reported in [`Store::journal_report`](crate::Store::journal_report);
