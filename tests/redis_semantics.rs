@@ -6,6 +6,9 @@
 
 #[path = "common/redis_server.rs"]
 mod redis_server;
+#[macro_use]
+#[path = "common/suite.rs"]
+mod suite;
 
 use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -521,38 +524,8 @@ async fn a_waiter_is_released_when_the_lease_passes<S: Subject>(s: S) {
     assert_eq!(waiter.await.unwrap(), Err(Waited::LeaseExpired));
 }
 
-macro_rules! suite {
-    ($($test:ident),* $(,)?) => {
-        mod in_process {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $test() {
-                    super::$test(super::local().unwrap()).await;
-                }
-            )*
-        }
-        mod on_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $test() {
-                    let Some(subject) = super::shared(1) else { return };
-                    super::$test(subject).await;
-                }
-            )*
-        }
-        mod on_redis_two_replicas {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $test() {
-                    let Some(subject) = super::shared(2) else { return };
-                    super::$test(subject).await;
-                }
-            )*
-        }
-    };
-}
-
 suite!(
+    on_redis_two_replicas;
     exactly_one_owner_under_concurrency,
     duplicate_waits_then_replays,
     mismatch_in_every_state,

@@ -725,16 +725,11 @@ fn kid(role: &str, path: &Path) -> Kid {
 }
 
 fn say(what: &str) {
-    println!("{SAYS}{what}");
+    kid::say(SAYS, what);
 }
 
-/// Says it is blocked, then blocks until killed (or until the parent is
-/// gone and its stdin closes).
 fn block() -> ! {
-    say("blocked");
-    let mut line = String::new();
-    let _ = std::io::stdin().read_line(&mut line);
-    std::process::exit(3);
+    kid::block(SAYS)
 }
 
 /// The child's side: the order and the saga of these tests, on the

@@ -11,6 +11,9 @@
 mod kid;
 #[path = "common/redis_server.rs"]
 mod redis_server;
+#[macro_use]
+#[path = "common/suite.rs"]
+mod suite;
 
 use std::future::Future;
 use std::io::Error;
@@ -435,38 +438,8 @@ async fn a_stale_owner_is_fenced<S: Subject>(s: S) {
     assert_eq!(log.take(), ["reserve", "charge", "ship"]);
 }
 
-macro_rules! suite {
-    ($($test:ident),* $(,)?) => {
-        mod in_process {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $test() {
-                    super::$test(super::local().unwrap()).await;
-                }
-            )*
-        }
-        mod on_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $test() {
-                    let Some(subject) = super::shared(1) else { return };
-                    super::$test(subject).await;
-                }
-            )*
-        }
-        mod on_redis_two_handles {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $test() {
-                    let Some(subject) = super::shared(2) else { return };
-                    super::$test(subject).await;
-                }
-            )*
-        }
-    };
-}
-
 suite!(
+    on_redis_two_handles;
     a_retry_resumes_at_the_first_unfinished_step,
     a_failure_releases_the_step_only,
     a_retry_asking_for_other_steps_is_refused,
@@ -491,15 +464,11 @@ fn kid(role: &str, server: &RedisServer) -> Kid {
 }
 
 fn say(what: &str) {
-    println!("{SAYS}{what}");
+    kid::say(SAYS, what);
 }
 
-/// Says it is blocked, then blocks until killed (or its stdin closes).
 fn block() -> ! {
-    say("blocked");
-    let mut line = String::new();
-    let _ = std::io::stdin().read_line(&mut line);
-    std::process::exit(3);
+    kid::block(SAYS)
 }
 
 /// The child's side: the order on Redis, saying each step's start and end,

@@ -89,3 +89,17 @@ impl Kid {
 pub fn count(said: &[String], what: &str) -> usize {
     said.iter().filter(|line| *line == what).count()
 }
+
+/// The child's side: says `what` on a line of its own, after `says`.
+pub fn say(says: &str, what: &str) {
+    println!("{says}{what}");
+}
+
+/// The child's side: says it is blocked, then blocks until killed (or
+/// until the parent is gone and its stdin closes).
+pub fn block(says: &str) -> ! {
+    say(says, "blocked");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    std::process::exit(3);
+}
